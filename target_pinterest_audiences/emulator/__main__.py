@@ -1,0 +1,164 @@
+"""Command line: ``python -m target_pinterest_audiences.emulator`` (``pinterest-api-emulator``).
+
+Prints exactly one line to stdout, the API base URL (``http://HOST:PORT/v5``),
+so a CI script can do ``URL=$(... | head -n1)``; everything else goes to
+stderr. Runs until SIGTERM or SIGINT, then shuts down cleanly (exit 0).
+"""
+
+from __future__ import annotations
+
+import argparse
+import signal
+import sys
+import threading
+from types import FrameType
+from typing import Any
+
+from .config import (
+    DEFAULT_ACCESS_TOKEN,
+    DEFAULT_AD_ACCOUNT_ID,
+    DEFAULT_CLIENT_ID,
+    DEFAULT_CLIENT_SECRET,
+    DEFAULT_REFRESH_TOKEN,
+    EmulatorConfig,
+)
+from .faults import FaultConfigError, FaultInjector, parse_faults_json
+from .server import Emulator
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The CLI's arguments (one per ``EmulatorConfig`` setting)."""
+    parser = argparse.ArgumentParser(
+        prog="pinterest-api-emulator",
+        description="Local emulator of the Pinterest Marketing API v5 (customer lists, "
+        "audiences, OAuth refresh) with contract validation and fault injection.",
+    )
+    parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
+    parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
+    parser.add_argument(
+        "--ad-account-id",
+        action="extend",
+        nargs="+",
+        dest="ad_account_ids",
+        metavar="ID",
+        help=f"accessible ad account id(s); repeatable (default {DEFAULT_AD_ACCOUNT_ID})",
+    )
+    parser.add_argument(
+        "--access-token",
+        action="extend",
+        nargs="+",
+        dest="access_tokens",
+        metavar="T",
+        help=f"accepted bearer token(s); repeatable (default {DEFAULT_ACCESS_TOKEN})",
+    )
+    parser.add_argument("--client-id", default=DEFAULT_CLIENT_ID)
+    parser.add_argument("--client-secret", default=DEFAULT_CLIENT_SECRET)
+    parser.add_argument("--refresh-token", default=DEFAULT_REFRESH_TOKEN)
+    parser.add_argument(
+        "--no-rotate-refresh-tokens",
+        dest="rotate_refresh_tokens",
+        action="store_false",
+        help="keep the same refresh token on refresh (default: rotate, as Pinterest does)",
+    )
+    parser.add_argument("--access-token-ttl-seconds", type=float, default=30 * 86400)
+    parser.add_argument("--latency-ms", type=float, default=0.0)
+    parser.add_argument("--write-rate-limit-per-minute", type=int, default=None)
+    parser.add_argument("--read-rate-limit-per-minute", type=int, default=None)
+    parser.add_argument("--processing-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--faults-json",
+        default=None,
+        metavar="JSON",
+        help='fault rules: a list, or {"rules": [...], "max_records_per_request": N, '
+        '"rejected_records": [...]}',
+    )
+    parser.add_argument("--max-records-per-request", type=int, default=None)
+    parser.add_argument(
+        "--rejected-record",
+        action="append",
+        dest="rejected_records",
+        default=[],
+        metavar="RECORD",
+        help="record that makes a create/PATCH fail with 400; repeatable",
+    )
+    parser.add_argument("--verbose", action="store_true", help="access log lines on stderr")
+    return parser
+
+
+def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
+    """Turn parsed arguments into a validated EmulatorConfig."""
+    faults: dict[str, Any] = {}
+    if args.faults_json is not None:
+        faults = parse_faults_json(args.faults_json)
+        FaultInjector(faults)  # validate the shape before picking it apart
+    max_records = args.max_records_per_request
+    if max_records is None:
+        max_records = faults.get("max_records_per_request")
+    rejected = [*args.rejected_records, *faults.get("rejected_records", [])]
+    config = EmulatorConfig(
+        host=args.host,
+        port=args.port,
+        ad_account_ids=tuple(args.ad_account_ids or (DEFAULT_AD_ACCOUNT_ID,)),
+        access_tokens=tuple(args.access_tokens or (DEFAULT_ACCESS_TOKEN,)),
+        client_id=args.client_id,
+        client_secret=args.client_secret,
+        refresh_token=args.refresh_token,
+        rotate_refresh_tokens=args.rotate_refresh_tokens,
+        access_token_ttl_seconds=args.access_token_ttl_seconds,
+        latency_ms=args.latency_ms,
+        write_rate_limit_per_minute=args.write_rate_limit_per_minute,
+        read_rate_limit_per_minute=args.read_rate_limit_per_minute,
+        processing_seconds=args.processing_seconds,
+        faults=tuple(faults.get("rules", [])),
+        max_records_per_request=max_records,
+        rejected_records=tuple(rejected),
+        verbose=args.verbose,
+    )
+    FaultInjector(config.fault_config())  # fail at start-up, not on the first request
+    return config
+
+
+def main(argv: list[str] | None = None) -> int:
+    """Run the emulator until SIGTERM/SIGINT; returns the exit status."""
+    args = build_parser().parse_args(argv)
+    try:
+        config = config_from_args(args)
+    except FaultConfigError as exc:
+        print(f"pinterest-api-emulator: {exc}", file=sys.stderr)
+        return 2
+
+    stop = threading.Event()
+
+    def request_stop(signum: int, frame: FrameType | None) -> None:
+        stop.set()
+
+    previous = {sig: signal.signal(sig, request_stop) for sig in (signal.SIGTERM, signal.SIGINT)}
+    emulator = Emulator(config)
+    try:
+        emulator.start()
+    except OSError as exc:
+        print(
+            f"pinterest-api-emulator: cannot listen on {config.host}:{config.port}: {exc}",
+            file=sys.stderr,
+        )
+        return 1
+    try:
+        print(emulator.url, flush=True)
+        print(
+            f"pinterest-api-emulator: API at {emulator.url}, admin API at {emulator.admin_url}; "
+            f"ad accounts {', '.join(config.ad_account_ids)}",
+            file=sys.stderr,
+            flush=True,
+        )
+        while not stop.wait(0.5):
+            pass
+    finally:
+        emulator.stop()
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+    print("pinterest-api-emulator: stopped", file=sys.stderr, flush=True)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
