@@ -1,0 +1,310 @@
+"""The target's settings: JSON schema (for Meltano and --about), defaults, and checks.
+
+The schema is what Meltano shows users and what the SDK validates; the cross-field rules a
+schema cannot express (credentials, loopback-only plain HTTP) live in :func:`problems`.
+Error messages name the key and what is wrong, never the value: a mistyped secret must not
+end up in a CI log.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+import jsonschema
+from singer_sdk import typing as th
+
+DEFAULT_API_URL = "https://api.pinterest.com/v5"
+# Braze's production Pinterest integration sends 1,900 identifiers per request; Pinterest
+# documents no maximum. Fewer, larger requests spend less of the ads_write rate limit, and
+# a payload-too-large answer makes the target halve its requests automatically.
+DEFAULT_RECORDS_PER_REQUEST = 1900
+MAX_RECORDS_PER_REQUEST = 100_000
+
+CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
+    th.Property(
+        "ad_account_id",
+        th.StringType(min_length=1, max_length=18, pattern=r"^\d+$"),
+        required=True,
+        title="Ad account ID",
+        description="The Pinterest ad account that owns the customer lists (digits only).",
+        examples=["549755885175"],
+    ),
+    th.Property(
+        "access_token",
+        th.StringType(min_length=1),
+        secret=True,
+        title="Access token",
+        description=(
+            "OAuth access token with scopes ads:read and ads:write. Optional when "
+            "refresh_token, client_id and client_secret are set."
+        ),
+    ),
+    th.Property(
+        "refresh_token",
+        th.StringType(min_length=1),
+        secret=True,
+        title="Refresh token",
+        description="OAuth refresh token; with client_id and client_secret the target refreshes "
+        "access tokens itself.",
+    ),
+    th.Property(
+        "client_id",
+        th.StringType(min_length=1),
+        title="Client ID",
+        description="The Pinterest app's id (used to refresh tokens).",
+    ),
+    th.Property(
+        "client_secret",
+        th.StringType(min_length=1),
+        secret=True,
+        title="Client secret",
+        description="The Pinterest app's secret key (used to refresh tokens).",
+    ),
+    th.Property(
+        "continuous_refresh",
+        th.BooleanType,
+        default=False,
+        title="Continuous refresh",
+        description="Send continuous_refresh=true when refreshing: needed by Pinterest apps "
+        "created before 2025-09-25 to get rotating 60-day refresh tokens.",
+    ),
+    th.Property(
+        "token_store_path",
+        th.StringType(min_length=1),
+        title="Token store path",
+        description="File where the newest access and refresh tokens are kept (mode 0600). "
+        "Pinterest rotates the refresh token on every refresh; without this file a rotated "
+        "token is lost when the process ends.",
+    ),
+    th.Property(
+        "api_url",
+        th.StringType(min_length=1),
+        default=DEFAULT_API_URL,
+        title="API URL",
+        description="Base URL of the Pinterest API v5. Plain http:// is accepted only for "
+        "loopback hosts (the bundled emulator, tests).",
+    ),
+    th.Property(
+        "dry_run",
+        th.BooleanType,
+        default=False,
+        title="Dry run",
+        description="Read, validate, normalize, hash and count, but send nothing; log the "
+        "plan per audience.",
+    ),
+    th.Property(
+        "create_audiences",
+        th.BooleanType,
+        default=True,
+        title="Create audiences",
+        description="For each customer list the target uses, make sure a CUSTOMER_LIST "
+        "audience exists on it (a list cannot be targeted without one).",
+    ),
+    th.Property(
+        "records_per_request",
+        th.IntegerType(minimum=1, maximum=MAX_RECORDS_PER_REQUEST),
+        default=DEFAULT_RECORDS_PER_REQUEST,
+        title="Records per request",
+        description="Hashed identifiers per create/update request (default 1900, the batch "
+        "size Braze's Pinterest integration uses; Pinterest documents no maximum).",
+    ),
+    th.Property(
+        "max_parallel_requests",
+        th.IntegerType(minimum=1, maximum=32),
+        default=4,
+        title="Parallel requests",
+        description="Requests in flight at once; pacing still caps the rate.",
+    ),
+    th.Property(
+        "max_requests_per_second",
+        th.NumberType(exclusive_minimum=0, maximum=100),
+        default=10,
+        title="Max write requests per second",
+        description="Ceiling on write requests per second (Pinterest allows at most 100 "
+        "requests per second per user per app, and less per minute for ads_write).",
+    ),
+    th.Property(
+        "max_retry_wait_seconds",
+        th.NumberType(minimum=0),
+        default=600,
+        title="Max retry wait",
+        description="Total time one request may spend waiting between retries (429, 5xx, "
+        "network errors) before the run fails.",
+    ),
+    th.Property(
+        "request_timeout_seconds",
+        th.NumberType(minimum=1),
+        default=120,
+        title="Request timeout",
+        description="Read timeout per HTTP request (connect timeout is 10 s).",
+    ),
+    th.Property(
+        "checkpoint_interval_seconds",
+        th.NumberType(minimum=1),
+        default=300,
+        title="Checkpoint interval",
+        description="How often pending changes are sent and acknowledged, so that STATE can "
+        "be emitted (the SDK's default is 5 minutes).",
+    ),
+    th.Property(
+        "reject_file",
+        th.StringType(min_length=1),
+        title="Reject file",
+        description="Optional JSONL file listing every value or record not sent (stream, "
+        "record number, reason, SHA-256 of the raw identifiers; never raw values).",
+    ),
+    th.Property(
+        "report_path",
+        th.StringType(min_length=1),
+        title="Report path",
+        description="Optional JSON file with the end-of-run report per audience.",
+    ),
+).to_dict()
+
+_REFRESH_KEYS = ("refresh_token", "client_id", "client_secret")
+
+
+@dataclass(frozen=True)
+class Settings:
+    """The config with defaults applied, typed."""
+
+    ad_account_id: str
+    access_token: str | None
+    refresh_token: str | None
+    client_id: str | None
+    client_secret: str | None
+    continuous_refresh: bool
+    token_store_path: Path | None
+    api_url: str
+    dry_run: bool
+    create_audiences: bool
+    records_per_request: int
+    max_parallel_requests: int
+    max_requests_per_second: float
+    max_retry_wait_seconds: float
+    request_timeout_seconds: float
+    checkpoint_interval_seconds: float
+    reject_file: Path | None
+    report_path: Path | None
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any] | Any) -> Settings:
+        """Apply the schema's defaults to a validated config."""
+
+        def get(key: str) -> Any:
+            value = config.get(key)
+            return CONFIG_SCHEMA["properties"][key].get("default") if value is None else value
+
+        def path(key: str) -> Path | None:
+            value = config.get(key)
+            return Path(value) if value else None
+
+        return cls(
+            ad_account_id=str(config["ad_account_id"]),
+            access_token=config.get("access_token"),
+            refresh_token=config.get("refresh_token"),
+            client_id=config.get("client_id"),
+            client_secret=config.get("client_secret"),
+            continuous_refresh=bool(get("continuous_refresh")),
+            token_store_path=path("token_store_path"),
+            api_url=str(get("api_url")).rstrip("/"),
+            dry_run=bool(get("dry_run")),
+            create_audiences=bool(get("create_audiences")),
+            records_per_request=int(get("records_per_request")),
+            max_parallel_requests=int(get("max_parallel_requests")),
+            max_requests_per_second=float(get("max_requests_per_second")),
+            max_retry_wait_seconds=float(get("max_retry_wait_seconds")),
+            request_timeout_seconds=float(get("request_timeout_seconds")),
+            checkpoint_interval_seconds=float(get("checkpoint_interval_seconds")),
+            reject_file=path("reject_file"),
+            report_path=path("report_path"),
+        )
+
+    @property
+    def has_refresh_credentials(self) -> bool:
+        """All three of refresh_token, client_id and client_secret are set."""
+        return bool(self.refresh_token and self.client_id and self.client_secret)
+
+    def secrets(self) -> list[str]:
+        """Every secret value of the config, for log redaction."""
+        values = (self.access_token, self.refresh_token, self.client_secret)
+        return [value for value in values if value]
+
+
+def schema_problems(config: dict[str, Any] | Any, schema: dict[str, Any]) -> list[str]:
+    """Validate against the JSON schema; describe each error without echoing the value."""
+    validator = jsonschema.Draft7Validator(schema)
+    problems = []
+    for error in sorted(validator.iter_errors(dict(config)), key=lambda e: list(e.path)):
+        key = ".".join(str(part) for part in error.path)
+        problems.append(_describe(error, key))
+    return problems
+
+
+def _describe(error: jsonschema.ValidationError, key: str) -> str:
+    rule = error.validator
+    expected = error.validator_value
+    if rule == "required":
+        missing = str(error.message).split("'")[1] if "'" in error.message else "?"
+        return f"config['{missing}'] is required"
+    where = f"config['{key}']"
+    messages = {
+        "type": f"{where} must be of type {expected}",
+        "minLength": f"{where} must not be empty" if expected == 1 else f"{where} is too short",
+        "maxLength": f"{where} must be at most {expected} characters",
+        "pattern": f"{where} must match {expected}",
+        "minimum": f"{where} must be at least {expected}",
+        "maximum": f"{where} must be at most {expected}",
+        "enum": f"{where} must be one of {expected}",
+    }
+    return messages.get(str(rule), f"{where} is invalid ({rule})")
+
+
+def cross_field_problems(config: dict[str, Any] | Any) -> list[str]:
+    """The rules a JSON schema cannot express."""
+    problems = []
+    # Present-but-empty values are reported by the schema (minLength); do not repeat them.
+    has_access = config.get("access_token") is not None
+    refresh_present = [key for key in _REFRESH_KEYS if config.get(key) is not None]
+    if refresh_present and len(refresh_present) < len(_REFRESH_KEYS):
+        missing = [key for key in _REFRESH_KEYS if key not in refresh_present]
+        problems.append(
+            f"config['{missing[0]}'] is required: refreshing tokens needs refresh_token, "
+            f"client_id and client_secret together (missing: {', '.join(missing)})"
+        )
+    elif not has_access and not refresh_present and not config.get("dry_run"):
+        problems.append(
+            "config['access_token'] is required: set access_token, or refresh_token with "
+            "client_id and client_secret (only a dry run needs neither)"
+        )
+    api_url = config.get("api_url") or DEFAULT_API_URL
+    if isinstance(api_url, str):
+        problem = api_url_problem(api_url)
+        if problem:
+            problems.append(f"config['api_url'] {problem}")
+    return problems
+
+
+def api_url_problem(url: str) -> str | None:
+    """Refuse anything but https, except plain http to a loopback host."""
+    parts = urlsplit(url)
+    host = parts.hostname or ""
+    if parts.scheme == "https" and host:
+        return None
+    if parts.scheme == "http" and host:
+        if host == "localhost":
+            return None
+        try:
+            if ipaddress.ip_address(host).is_loopback:
+                return None
+        except ValueError:
+            pass
+        return (
+            "uses plain http:// for a non-loopback host; use https:// (tokens would be "
+            "sent in clear text)"
+        )
+    return "must be an https:// URL such as " + DEFAULT_API_URL

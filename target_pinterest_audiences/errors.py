@@ -1,0 +1,67 @@
+"""Errors the target reports to users as a clear message instead of a traceback.
+
+Everything derived from :class:`TargetError` is expected: bad config, bad input, Pinterest
+refusing a request. The CLI prints its message and exits non-zero. Messages never carry a
+raw identifier or a secret, only stream names, record numbers, list ids and reason codes.
+"""
+
+from __future__ import annotations
+
+
+class TargetError(Exception):
+    """An expected failure whose message tells the user what to fix."""
+
+
+class InputError(TargetError):
+    """The Singer input cannot be processed (stream-level problem); the run stops."""
+
+
+class PinterestAPIError(TargetError):
+    """Pinterest answered with an error that retrying will not fix.
+
+    ``code`` and ``message`` come from Pinterest's error body ``{code, message}``.
+    """
+
+    def __init__(
+        self,
+        summary: str,
+        *,
+        status: int | None = None,
+        code: int | None = None,
+        api_message: str | None = None,
+    ) -> None:
+        super().__init__(summary)
+        self.status = status
+        self.code = code
+        self.api_message = api_message
+
+
+class AuthenticationError(PinterestAPIError):
+    """Pinterest does not accept our credentials (HTTP 401, after any refresh)."""
+
+
+class PermissionDeniedError(PinterestAPIError):
+    """The token is valid but lacks a role or scope on the ad account (HTTP 403)."""
+
+
+class RetriesExhaustedError(PinterestAPIError):
+    """A retryable failure (429, 5xx, network) outlasted the retry budget."""
+
+
+class AmbiguousOutcomeError(PinterestAPIError):
+    """A non-idempotent request may or may not have been applied (connection lost).
+
+    The caller must look before retrying, or it could create a list twice.
+    """
+
+
+class DuplicateListError(TargetError):
+    """Two customer lists carry the audience's name, so we cannot tell which to update."""
+
+
+class SyncFailedError(TargetError):
+    """Some membership changes were not acknowledged; state was not advanced."""
+
+
+class RemovalGuardError(TargetError):
+    """Mirror mode would remove more of an audience than the configured fraction."""

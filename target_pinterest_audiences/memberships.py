@@ -1,0 +1,131 @@
+"""The record contract: turn one input record into hashed identifiers and audience changes.
+
+A record is one user's membership in one or more audiences. Three layouts are accepted,
+tried in this order:
+
+1. Explicit form: the record has ``audience_key`` and/or ``in_audience``. The audience is
+   ``audience_key`` (default: the stream name); ``in_audience`` (default true) says add or
+   remove.
+2. Engage form (Segment Engage identify traits): every other top-level boolean property is
+   an audience flag, ``{"email": "a@b.com", "order_completed_last_30days": true}``.
+3. Otherwise the record adds the user to the audience named after the stream.
+
+Anything that cannot be used is reported with a reason code, never raised: a bad record
+must not cost the valid records around it.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from target_pinterest_audiences.identifiers import HASHERS, IdentifierKind, Rejected
+
+AUDIENCE_KEY = "audience_key"
+IN_AUDIENCE = "in_audience"
+IDENTIFIER_FIELDS = frozenset(kind.value for kind in IdentifierKind)
+CONTRACT_FIELDS = IDENTIFIER_FIELDS | {AUDIENCE_KEY, IN_AUDIENCE}
+
+# Pinterest documents no limit on customer list names; Ads Manager's name fields stop at
+# 255 characters, so a longer key would create a list nobody can rename in the UI. We
+# refuse it here, where the message can name the record, rather than fail at the API.
+MAX_AUDIENCE_NAME_LENGTH = 255
+
+# Record-level skip reasons (the whole record is not used).
+NO_VALID_IDENTIFIER = "no_valid_identifier"
+IN_AUDIENCE_NOT_BOOLEAN = "in_audience_not_boolean"
+AUDIENCE_KEY_NOT_A_STRING = "audience_key_not_a_string"
+AUDIENCE_KEY_EMPTY = "audience_key_empty"
+AUDIENCE_KEY_TOO_LONG = "audience_key_too_long"
+AUDIENCE_KEY_CONTROL_CHARACTERS = "audience_key_control_characters"
+
+
+@dataclass(slots=True)
+class Membership:
+    """What one record asks for, after hashing.
+
+    ``changes`` pairs an audience key with True (add) or False (remove). ``rejected``
+    lists the reason codes of identifier values that were not usable; the record is still
+    used when at least one identifier was. ``skip_reason`` is set when the record cannot be
+    used; then ``hashes`` is empty, and ``changes`` names the audiences it was meant for
+    when those could be read.
+    """
+
+    hashes: list[str] = field(default_factory=list)
+    changes: list[tuple[str, bool]] = field(default_factory=list)
+    rejected: list[str] = field(default_factory=list)
+    skip_reason: str | None = None
+
+
+def audience_key_problem(key: object) -> str | None:
+    """Return why ``key`` cannot name a Pinterest customer list, or None if it can."""
+    if not isinstance(key, str):
+        return AUDIENCE_KEY_NOT_A_STRING
+    stripped = key.strip()
+    if not stripped:
+        return AUDIENCE_KEY_EMPTY
+    if len(stripped) > MAX_AUDIENCE_NAME_LENGTH:
+        return AUDIENCE_KEY_TOO_LONG
+    if not stripped.isprintable():
+        return AUDIENCE_KEY_CONTROL_CHARACTERS
+    return None
+
+
+def hash_identifiers(record: dict[str, object]) -> tuple[list[str], list[str]]:
+    """Hash every identifier present in ``record``; return (hashes, rejected reasons).
+
+    A missing or null field is simply absent; an empty or malformed one is rejected with
+    a reason. The same hash twice (e.g. a pre-hashed email equal to a raw one) is kept once.
+    """
+    hashes: list[str] = []
+    rejected: list[str] = []
+    for kind, hasher in HASHERS.items():
+        value = record.get(kind.value)
+        if value is None:
+            continue
+        result = hasher(value)
+        if isinstance(result, Rejected):
+            rejected.append(result.reason)
+        elif result not in hashes:
+            hashes.append(result)
+    return hashes, rejected
+
+
+def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[str, bool]] | str:
+    """Read the audience changes a record asks for, or return the reason it cannot be used."""
+    if AUDIENCE_KEY in record or IN_AUDIENCE in record:
+        key = record.get(AUDIENCE_KEY, stream_name)
+        if key is None:
+            key = stream_name
+        member = record.get(IN_AUDIENCE, True)
+        if member is None:
+            member = True
+        if not isinstance(member, bool):
+            return IN_AUDIENCE_NOT_BOOLEAN
+        problem = audience_key_problem(key)
+        if problem is not None:
+            return problem
+        assert isinstance(key, str)
+        return [(key.strip(), member)]
+
+    flags: list[tuple[str, bool]] = []
+    for name, value in record.items():
+        if (value is True or value is False) and name not in CONTRACT_FIELDS:
+            problem = audience_key_problem(name)
+            if problem is not None:
+                return problem
+            flags.append((name.strip(), value))
+    if flags:
+        return flags
+    return [(stream_name, True)]
+
+
+def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
+    """Apply the whole contract to one record."""
+    hashes, rejected = hash_identifiers(record)
+    changes = audience_changes(stream_name, record)
+    if isinstance(changes, str):
+        return Membership(rejected=rejected, skip_reason=changes)
+    if not hashes:
+        # Keep the changes: the skip is reported against the audiences it would have hit.
+        return Membership(changes=changes, rejected=rejected, skip_reason=NO_VALID_IDENTIFIER)
+    return Membership(hashes=hashes, changes=changes, rejected=rejected)

@@ -1,0 +1,75 @@
+"""Read Singer messages fast, number the lines, and never echo a line's content.
+
+The SDK's readers put the offending line into the exception and the log when a line is not
+valid JSON or lacks a key; our input lines hold raw email addresses, so those messages name
+the line number instead. Parsing uses msgspec (the SDK's ``MsgSpecReader``), several times
+faster than the standard library on record-sized lines.
+"""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Callable
+from typing import IO, Any
+
+import msgspec
+from singer_sdk.contrib.msgspec import MsgSpecReader
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_pinterest_audiences.errors import InputError
+
+_decoder = msgspec.json.Decoder()
+
+
+class NumberedSingerReader(MsgSpecReader):
+    """A msgspec reader that knows which input line it is on."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.line_number = 0
+
+    def deserialize_json(self, line: str) -> dict[str, Any]:
+        """Decode one line; the error names the line number, not its content."""
+        try:
+            message = _decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            msg = f"input line {self.line_number} is not valid JSON ({exc}); stopping"
+            raise InputError(msg) from None
+        if not isinstance(message, dict):
+            msg = f"input line {self.line_number} is JSON but not a Singer message object"
+            raise InputError(msg)
+        return message
+
+    def assert_line_requires(self, line_dict: dict[str, Any], requires: set[str]) -> None:  # type: ignore[override]
+        """Check required keys; the error lists the missing keys, never the values."""
+        missing = requires.difference(line_dict)
+        if missing:
+            msg = (
+                f"input line {self.line_number}: message is missing required key(s) "
+                f"{', '.join(sorted(missing))}"
+            )
+            raise InvalidInputLine(msg)
+
+    def process_lines(
+        self,
+        file_input: IO[str] | None,
+        callbacks: dict[str, Callable[[dict[str, Any]], None]],
+    ) -> Counter[str]:
+        """Dispatch each message to its callback, skipping blank lines."""
+        stats: dict[str, int] = defaultdict(int)
+        for line in file_input or self.default_input:
+            self.line_number += 1
+            if not line.strip():
+                continue
+            message = self.deserialize_json(line)
+            message_type = message.get("type")
+            if not isinstance(message_type, str):
+                msg = f"input line {self.line_number}: message has no 'type'"
+                raise InvalidInputLine(msg)
+            callback = callbacks.get(message_type)
+            if callback is None:
+                msg = f"input line {self.line_number}: unknown Singer message type '{message_type}'"
+                raise InvalidInputLine(msg)
+            callback(message)
+            stats[message_type] += 1
+        return Counter(stats)

@@ -1,0 +1,165 @@
+"""Counters for one run, per audience and per stream, and the end-of-run summary.
+
+Counts are exact: "added" is the number of identifiers Pinterest acknowledged in ADD
+requests (including the records a new list was created with), not the number read. Every
+value that was read and not sent is counted under a reason, so the numbers add up.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections import Counter
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass
+class AudienceReport:
+    """What happened to one audience (one customer list) in this run."""
+
+    name: str
+    list_id: str | None = None
+    list_created: bool = False
+    audience_id: str | None = None
+    audience_created: bool = False
+    added: int = 0
+    removed: int = 0
+    requests: int = 0
+    failed: int = 0
+    already_absent: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    rejected_by_pinterest: Counter[str] = field(default_factory=Counter)
+    pinterest_status: str | None = None
+    pinterest_size_hint: int | None = None
+    mirror: dict[str, int] | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the report file."""
+        data: dict[str, Any] = {
+            "audience": self.name,
+            "list_id": self.list_id,
+            "list_created": self.list_created,
+            "audience_id": self.audience_id,
+            "audience_created": self.audience_created,
+            "added": self.added,
+            "removed": self.removed,
+            "requests": self.requests,
+            "failed": self.failed,
+            "already_absent": self.already_absent,
+            "skipped": dict(sorted(self.skipped.items())),
+            "rejected_by_pinterest": dict(sorted(self.rejected_by_pinterest.items())),
+            "pinterest_status": self.pinterest_status,
+        }
+        if self.mirror is not None:
+            data["mirror"] = dict(self.mirror)
+        return data
+
+
+@dataclass
+class StreamReport:
+    """What was read from one input stream."""
+
+    name: str
+    records: int = 0
+    used: int = 0
+    skipped: Counter[str] = field(default_factory=Counter)
+    identifiers_rejected: Counter[str] = field(default_factory=Counter)
+
+    def to_dict(self) -> dict[str, Any]:
+        """JSON-ready form for the report file."""
+        return {
+            "stream": self.name,
+            "records": self.records,
+            "used": self.used,
+            "skipped": dict(sorted(self.skipped.items())),
+            "identifiers_rejected": dict(sorted(self.identifiers_rejected.items())),
+        }
+
+
+class RunReport:
+    """All counters of a run. Request threads update audiences under one lock."""
+
+    def __init__(self, *, dry_run: bool = False) -> None:
+        self.dry_run = dry_run
+        self.lock = threading.Lock()
+        self.audiences: dict[str, AudienceReport] = {}
+        self.streams: dict[str, StreamReport] = {}
+
+    def audience(self, name: str) -> AudienceReport:
+        """The counters of ``name``, created on first use."""
+        report = self.audiences.get(name)
+        if report is None:
+            report = self.audiences[name] = AudienceReport(name)
+        return report
+
+    def stream(self, name: str) -> StreamReport:
+        """The counters of stream ``name``, created on first use."""
+        report = self.streams.get(name)
+        if report is None:
+            report = self.streams[name] = StreamReport(name)
+        return report
+
+    def summary_lines(self) -> list[str]:
+        """One human-readable line per stream and per audience."""
+        verb = "would " if self.dry_run else ""
+        lines = []
+        for stream in self.streams.values():
+            line = f"Stream '{stream.name}': {stream.records} records read, {stream.used} used"
+            if stream.skipped:
+                line += f", skipped {_counts(stream.skipped)}"
+            if stream.identifiers_rejected:
+                line += f"; identifiers not sent {_counts(stream.identifiers_rejected)}"
+            lines.append(line)
+        for audience in self.audiences.values():
+            if self.dry_run:
+                where = "list resolved at run time"
+            else:
+                created = ", created this run" if audience.list_created else ""
+                where = f"list {audience.list_id or 'not created'}{created}"
+            line = (
+                f"Audience '{audience.name}' ({where}): {verb}add {audience.added}, "
+                f"{verb}remove {audience.removed}, {verb}send {audience.requests} requests"
+            )
+            if audience.already_absent:
+                line += f", {audience.already_absent} removals not needed (no list yet)"
+            if audience.skipped:
+                line += f", skipped {_counts(audience.skipped)}"
+            if audience.rejected_by_pinterest:
+                line += f", rejected by Pinterest {_counts(audience.rejected_by_pinterest)}"
+            if audience.failed:
+                line += f", FAILED {audience.failed} identifiers"
+            if audience.pinterest_status:
+                line += f", Pinterest status {audience.pinterest_status}"
+            if audience.mirror:
+                line += ", mirror " + _counts(Counter(audience.mirror))
+            lines.append(line)
+        if not lines:
+            lines.append("No records were read.")
+        return lines
+
+    def log_summary(self) -> None:
+        """Log the summary to stderr (stdout belongs to Singer)."""
+        for line in self.summary_lines():
+            logger.info("%s", line)
+
+    def to_dict(self) -> dict[str, Any]:
+        """The whole report, JSON-ready."""
+        return {
+            "dry_run": self.dry_run,
+            "streams": [stream.to_dict() for stream in self.streams.values()],
+            "audiences": [audience.to_dict() for audience in self.audiences.values()],
+        }
+
+    def write_json(self, path: Path) -> None:
+        """Write the report for orchestrators (``report_path``)."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+def _counts(counter: Counter[str]) -> str:
+    return ", ".join(f"{key}={value}" for key, value in sorted(counter.items()))

@@ -1,0 +1,289 @@
+"""The Singer target: config, the record path, checkpoints and the end-of-run report.
+
+Data flows one way: a RECORD line is decoded (``reader``), read through the record contract
+into hashed identifiers and audience changes (``sinks`` -> ``memberships`` ->
+``identifiers``), merged and sent by the ``uploader`` through ``customer_lists`` and the
+HTTP ``client``.
+
+STATE is emitted only after the uploader flushed and Pinterest acknowledged every change
+read before it, so a crash never moves the tap's bookmark past unsent changes.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import sys
+from pathlib import Path
+from types import FrameType
+from typing import IO, Any
+
+from singer_sdk import Target
+from singer_sdk.exceptions import (
+    ConfigValidationError,
+    MissingKeyPropertiesError,
+    RecordsWithoutSchemaException,
+)
+from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.plugin_base import PluginBase, _ConfigInput
+from singer_sdk.singerlib.exceptions import InvalidInputLine
+
+from target_pinterest_audiences import redaction
+from target_pinterest_audiences.client import ClientSettings, Pacer, PinterestClient, RetryPolicy
+from target_pinterest_audiences.config import (
+    CONFIG_SCHEMA,
+    Settings,
+    cross_field_problems,
+    schema_problems,
+)
+from target_pinterest_audiences.customer_lists import CustomerLists
+from target_pinterest_audiences.errors import InputError, TargetError
+from target_pinterest_audiences.reader import NumberedSingerReader
+from target_pinterest_audiences.rejects import RejectSink
+from target_pinterest_audiences.report import RunReport
+from target_pinterest_audiences.sinks import AudienceSink
+from target_pinterest_audiences.tokens import OAuthApp, TokenProvider, TokenStore
+from target_pinterest_audiences.uploader import Uploader
+
+# Input problems that stop the run; reported as a message, not a traceback.
+_FATAL_INPUT_ERRORS = (
+    TargetError,
+    RecordsWithoutSchemaException,
+    MissingKeyPropertiesError,
+    InvalidInputLine,
+)
+
+
+class TargetPinterestAudiences(Target):
+    """Sync audience membership (email, IDFA, Android ID) to Pinterest Ads customer lists."""
+
+    name = "target-pinterest-audiences"
+    config_jsonschema = CONFIG_SCHEMA
+    default_sink_class = AudienceSink
+    message_reader_class = NumberedSingerReader
+    capabilities = [
+        PluginCapabilities.ABOUT,
+        PluginCapabilities.STREAM_MAPS,
+        PluginCapabilities.STRUCTURED_LOGGING,
+    ]
+
+    def __init__(
+        self,
+        *,
+        config: dict[str, Any] | Path | str | list[Path | str] | None = None,
+        parse_env_config: bool = False,
+        validate_config: bool = True,
+        setup_mapper: bool = True,
+        message_reader: NumberedSingerReader | None = None,
+    ) -> None:
+        """Validate config, then wire the uploader before the first record arrives."""
+        self.redactor = redaction.Redactor()
+        redaction.install(self.redactor)
+        super().__init__(
+            config=config,  # type: ignore[arg-type]
+            parse_env_config=parse_env_config,
+            validate_config=validate_config,
+            setup_mapper=setup_mapper,
+            message_reader=message_reader,
+        )
+        self.settings = Settings.from_config(self.config)
+        for secret in self.settings.secrets():
+            self.redactor.add_secret(secret)
+        # The SDK drains (and, for us, checkpoints) when records get this old.
+        self._MAX_RECORD_AGE_IN_MINUTES = self.settings.checkpoint_interval_seconds / 60
+        # Sinks hold no batch, so draining them in parallel would only add threads.
+        self.max_parallelism = 1
+        self.run_report = RunReport(dry_run=self.settings.dry_run)
+        self.rejects = RejectSink(self.settings.reject_file)
+        self.client: PinterestClient | None = None
+        self.uploader = self._build_uploader()
+        self._finished = False
+
+    @classmethod
+    def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
+        """Offer only the SDK settings that mean something here.
+
+        ``batch_size_rows``, ``load_method`` and ``add_record_metadata`` do not apply: the
+        target batches by ``records_per_request`` and keeps no table.
+        """
+        PluginBase.append_builtin_config.__func__(cls, config_jsonschema)  # type: ignore[attr-defined]
+
+    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+        """Schema plus cross-field rules, with messages that never echo a value."""
+        schema = self.config_jsonschema
+        self.append_builtin_config(schema)
+        errors = schema_problems(self.config, schema) + cross_field_problems(self.config)
+        if errors and raise_errors:
+            raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
+        return errors
+
+    def _build_uploader(self) -> Uploader:
+        settings = self.settings
+        lists: CustomerLists | None = None
+        if not settings.dry_run:
+            app = (
+                OAuthApp(
+                    client_id=str(settings.client_id),
+                    client_secret=str(settings.client_secret),
+                    refresh_token=str(settings.refresh_token),
+                    continuous_refresh=settings.continuous_refresh,
+                )
+                if settings.has_refresh_credentials
+                else None
+            )
+            tokens = TokenProvider(
+                token_url=f"{settings.api_url}/oauth/token",
+                access_token=settings.access_token,
+                app=app,
+                store=TokenStore(settings.token_store_path) if settings.token_store_path else None,
+                on_new_secret=self.redactor.add_secret,
+            )
+            self.client = PinterestClient(
+                settings.api_url,
+                tokens,
+                settings=ClientSettings(
+                    read_timeout_seconds=settings.request_timeout_seconds,
+                    retry=RetryPolicy(max_total_wait_seconds=settings.max_retry_wait_seconds),
+                    pool_size=settings.max_parallel_requests,
+                ),
+                write_pacer=Pacer(settings.max_requests_per_second),
+            )
+            lists = CustomerLists(self.client, settings.ad_account_id)
+        return Uploader(
+            lists,
+            self.run_report,
+            records_per_request=settings.records_per_request,
+            max_parallel_requests=settings.max_parallel_requests,
+            create_audiences=settings.create_audiences,
+        )
+
+    # The record path ------------------------------------------------------------------
+
+    @property
+    def _line_number(self) -> int:
+        reader = self.message_reader
+        return reader.line_number if isinstance(reader, NumberedSingerReader) else 0
+
+    def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+        """A lean version of the SDK's record path (see ``AudienceSink.get_validator``).
+
+        Keeps its semantics that matter here: stream maps, RECORD-before-SCHEMA and key
+        property errors, the record-count metric, and the max-age drain. Drops the
+        per-record JSON-schema validation, timestamp parsing and metadata columns, which
+        cost most of the time and are meaningless for an audience list.
+        """
+        stream = message_dict.get("stream")
+        record = message_dict.get("record")
+        if not isinstance(stream, str) or not isinstance(record, dict):
+            msg = (
+                f"input line {self._line_number}: a RECORD needs a 'stream' string and a "
+                "'record' object"
+            )
+            raise InputError(msg)
+        stream_report = self.run_report.stream(stream)
+        stream_report.records += 1
+        number = stream_report.records
+        stream_maps = self.mapper.stream_maps.get(stream)
+        if stream_maps is None:
+            msg = (
+                f"stream '{stream}', record {number} (input line {self._line_number}): a RECORD "
+                "arrived before the stream's SCHEMA message; check the tap's output"
+            )
+            raise RecordsWithoutSchemaException(msg)
+        for stream_map in stream_maps:
+            transformed = stream_map.transform(
+                copy.copy(record) if len(stream_maps) > 1 else record
+            )
+            if transformed is None:
+                continue
+            sink = self._sinks_active.get(stream_map.stream_alias)
+            if not isinstance(sink, AudienceSink):
+                msg = f"stream '{stream_map.stream_alias}' has no SCHEMA (record {number})"
+                raise RecordsWithoutSchemaException(msg)
+            keys = sink.key_properties
+            if keys and any(key not in transformed for key in keys):
+                msg = (
+                    f"stream '{stream}', record {number} (input line {self._line_number}) "
+                    f"lacks key properties {list(keys)} declared by its SCHEMA"
+                )
+                raise MissingKeyPropertiesError(msg)
+            sink.accept(transformed, stream, number)
+            sink.record_counter_metric.increment()
+        self._handle_max_record_age()
+
+    # Checkpoints and the end of the run ----------------------------------------------
+
+    def _write_state_message(self, state: dict[str, Any]) -> None:
+        """Emit STATE only once Pinterest acknowledged every change read before it."""
+        self.uploader.flush()
+        super()._write_state_message(state)
+
+    def process_endofpipe(self) -> None:
+        """Drain, flush, report."""
+        try:
+            super().process_endofpipe()
+            self.uploader.flush()
+        finally:
+            self.finish()
+
+    def finish(self) -> None:
+        """Close resources and report (runs once, on success or failure)."""
+        if self._finished:
+            return
+        self._finished = True
+        self.uploader.close()
+        if self.client is not None:
+            self.client.close()
+        self.rejects.close()
+        self.run_report.log_summary()
+        if self.settings.report_path is not None:
+            self.run_report.write_json(self.settings.report_path)
+
+    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+        """On SIGTERM/SIGINT: flush what was read; exit non-zero if that fails.
+
+        The SDK exits 0 even when the final drain fails, which would tell an orchestrator
+        the run succeeded while changes were lost.
+        """
+        self.logger.info("Received signal %d: sending what was read, then stopping", signum)
+        code = 0
+        try:
+            self.drain_all(is_endofpipe=True)
+            self.uploader.flush()
+        except Exception as exc:  # report and exit non-zero whatever went wrong
+            self.logger.error("Stopping after signal %d failed: %s", signum, exc)
+            code = 1
+        finally:
+            self.finish()
+        sys.exit(code)
+
+    @classmethod
+    def invoke(  # type: ignore[override]
+        cls,
+        *,
+        about: bool = False,
+        about_format: str | None = None,
+        config: _ConfigInput | None = None,
+        file_input: IO[str] | None = None,
+    ) -> None:
+        """Run the target; expected failures print a clear message and exit 1."""
+        PluginBase.invoke.__func__(cls, about=about, about_format=about_format)  # type: ignore[attr-defined]
+        cls.print_version(print_fn=cls.logger.info)
+        config = config or _ConfigInput()
+        target = cls(config=config.config, validate_config=True, parse_env_config=config.parse_env)
+        try:
+            target.listen(file_input)
+        except _FATAL_INPUT_ERRORS as exc:
+            target.finish()
+            cls.logger.error("%s", exc)
+            sys.exit(1)
+
+
+def main() -> None:
+    """Console entry point (same as the ``target-pinterest-audiences`` script)."""
+    TargetPinterestAudiences.cli()
+
+
+if __name__ == "__main__":
+    logging.captureWarnings(capture=True)
+    main()

@@ -1,0 +1,356 @@
+"""From membership changes to Pinterest requests: merge, chunk, order, send concurrently.
+
+Changes arrive one user at a time. Per audience we keep two pending sets, "to add" and
+"to remove"; a change moves the hash from one to the other, so the last change for a user
+wins and duplicates are sent once. A set that reaches ``records_per_request`` becomes one
+PATCH, sent by a pool of threads while the next records are read and hashed.
+
+Ordering: ADD and ADD commute, as do REMOVE and REMOVE, so requests of one kind for a list
+may overlap freely. An ADD and a REMOVE of the same user must not be reordered, so before a
+request of one kind is sent, every in-flight request of the other kind for that list has
+finished. A list being created blocks all other requests to it until it has an id.
+
+Nothing is acknowledged until Pinterest said 2xx. :meth:`Uploader.flush` sends what is
+pending and waits for every request; the target calls it before emitting STATE, which is
+what makes state at-least-once.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+
+from target_pinterest_audiences.customer_lists import (
+    CustomerLists,
+    ListRef,
+    Operation,
+    duplicate_message,
+)
+from target_pinterest_audiences.errors import (
+    DuplicateListError,
+    PinterestAPIError,
+    SyncFailedError,
+    TargetError,
+)
+from target_pinterest_audiences.report import RunReport
+
+logger = logging.getLogger(__name__)
+
+ADD: Operation = "ADD"
+REMOVE: Operation = "REMOVE"
+_OTHER: dict[Operation, Operation] = {ADD: REMOVE, REMOVE: ADD}
+
+# Statuses for which Pinterest's complaint may be about some of the records (invalid value,
+# payload too large): splitting the request isolates them instead of failing all.
+_SPLITTABLE_STATUSES = frozenset({400, 413})
+_PAYLOAD_TOO_LARGE = 413
+# Past this many records rejected one by one from a single request, the problem is not in
+# the records but in the request: stop instead of dropping the whole batch record by record.
+MAX_INDIVIDUAL_REJECTIONS = 20
+
+Acknowledged = Callable[[str, str, Operation, list[str]], None]
+"""Callback(audience, list_id, operation, hashes) run after Pinterest acknowledged them."""
+
+
+@dataclass
+class _AudienceState:
+    name: str
+    pending: dict[Operation, set[str]] = field(default_factory=lambda: {ADD: set(), REMOVE: set()})
+    inflight: dict[Operation, int] = field(default_factory=lambda: {ADD: 0, REMOVE: 0})
+    resolved: bool = False
+    list_id: str | None = None
+    creating: bool = False
+
+
+class Uploader:
+    """Turns membership changes into Pinterest requests; see the module docstring."""
+
+    def __init__(
+        self,
+        lists: CustomerLists | None,
+        report: RunReport,
+        *,
+        records_per_request: int,
+        max_parallel_requests: int = 4,
+        create_audiences: bool = True,
+        max_pending_identifiers: int = 1_000_000,
+        on_acknowledged: Acknowledged | None = None,
+    ) -> None:
+        """``lists=None`` is a dry run: everything is counted, nothing is sent."""
+        self._lists = lists
+        self._report = report
+        self._records_per_request = records_per_request
+        self._create_audiences = create_audiences
+        self._max_pending = max_pending_identifiers
+        self._on_acknowledged = on_acknowledged
+        self._audiences: dict[str, _AudienceState] = {}
+        self._pending_total = 0
+        # Reentrant: a SIGTERM handler runs on the main thread and may flush while the
+        # interrupted frame holds the lock.
+        self._cond = threading.Condition(threading.RLock())
+        self._inflight_total = 0
+        self._max_inflight = max(2, 2 * max_parallel_requests)
+        self._errors: list[TargetError] = []
+        self._directory: dict[str, list[str]] | None = None
+        self._audience_by_list: dict[str, str] | None = None
+        self._executor = (
+            ThreadPoolExecutor(max_parallel_requests, thread_name_prefix="pinterest-request")
+            if lists is not None
+            else None
+        )
+
+    # Main thread: accepting changes ---------------------------------------------------
+
+    def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
+        """Record that the users ``hashes`` should (not) be in ``audience``."""
+        state = self._audiences.get(audience)
+        if state is None:
+            state = self._audiences[audience] = _AudienceState(audience)
+            self._report.audience(audience)
+        target = state.pending[ADD if member else REMOVE]
+        other = state.pending[REMOVE if member else ADD]
+        before = len(target) + len(other)
+        for value in hashes:
+            other.discard(value)
+            target.add(value)
+        self._pending_total += len(target) + len(other) - before
+        if len(target) >= self._records_per_request:
+            self._dispatch(state, ADD if member else REMOVE, self._records_per_request)
+        if self._pending_total > self._max_pending:
+            self._dispatch_largest()
+
+    def flush(self) -> None:
+        """Send everything pending, wait for every request, raise if any failed."""
+        for state in list(self._audiences.values()):
+            for operation in (ADD, REMOVE):
+                while state.pending[operation]:
+                    self._dispatch(state, operation, self._records_per_request)
+        with self._cond:
+            self._cond.wait_for(lambda: self._inflight_total == 0)
+        self._raise_if_failed()
+
+    def close(self) -> None:
+        """Stop the request threads (after a flush, or when giving up)."""
+        if self._executor is not None:
+            self._executor.shutdown(wait=True, cancel_futures=True)
+
+    def list_ids(self) -> dict[str, str]:
+        """Audience name -> customer list id, for every list written or found this run."""
+        return {s.name: s.list_id for s in self._audiences.values() if s.list_id is not None}
+
+    def _dispatch_largest(self) -> None:
+        """Bound memory when many audiences each hold a partial request."""
+        state = max(
+            self._audiences.values(), key=lambda s: len(s.pending[ADD]) + len(s.pending[REMOVE])
+        )
+        for operation in (ADD, REMOVE):
+            while state.pending[operation]:
+                self._dispatch(state, operation, self._records_per_request)
+
+    def _take(self, state: _AudienceState, operation: Operation, limit: int) -> list[str]:
+        pending = state.pending[operation]
+        count = min(limit, len(pending))
+        records = [pending.pop() for _ in range(count)]
+        self._pending_total -= count
+        return records
+
+    def _dispatch(self, state: _AudienceState, operation: Operation, limit: int) -> None:
+        self._raise_if_failed()
+        records = self._take(state, operation, limit)
+        if not records:
+            return
+        if self._lists is None or self._executor is None:
+            self._count_acknowledged(state.name, operation, records)
+            return
+        if not state.resolved:
+            self._resolve(state)
+        with self._cond:
+            self._cond.wait_for(
+                lambda: (
+                    not state.creating
+                    and state.inflight[_OTHER[operation]] == 0
+                    and self._inflight_total < self._max_inflight
+                )
+            )
+            self._raise_if_failed()
+            if state.list_id is None:
+                if operation == REMOVE:
+                    # No list, so nobody to remove: the desired state already holds.
+                    with self._report.lock:
+                        self._report.audience(state.name).already_absent += len(records)
+                    return
+                state.creating = True
+                task = self._create_list
+            else:
+                task = self._update_list
+            state.inflight[operation] += 1
+            self._inflight_total += 1
+        self._executor.submit(self._run, task, state, operation, records)
+
+    def _resolve(self, state: _AudienceState) -> None:
+        """Find the audience's list by exact name (all lists are read once per run)."""
+        assert self._lists is not None
+        if self._directory is None:
+            self._directory = self._lists.ids_by_name()
+            logger.info("Found %d customer lists in ad account", len(self._directory))
+        ids = self._directory.get(state.name, [])
+        if len(ids) > 1:
+            raise DuplicateListError(duplicate_message(state.name, ids))
+        state.resolved = True
+        if ids:
+            state.list_id = ids[0]
+            with self._report.lock:
+                self._report.audience(state.name).list_id = ids[0]
+            if self._create_audiences:
+                self._ensure_audience(state.name, ids[0])
+
+    def _ensure_audience(self, name: str, list_id: str) -> None:
+        """Give an existing list its audience if a crashed run created the list only."""
+        assert self._lists is not None
+        if self._audience_by_list is None:
+            self._audience_by_list = self._lists.audience_ids_by_list()
+        audience_id = self._audience_by_list.get(list_id)
+        created = False
+        if audience_id is None:
+            audience_id = self._lists.create_audience(name, list_id)
+            self._audience_by_list[list_id] = audience_id
+            created = True
+        with self._report.lock:
+            report = self._report.audience(name)
+            report.audience_id = audience_id
+            report.audience_created = created
+
+    # Request threads ---------------------------------------------------------------------
+
+    def _run(
+        self,
+        task: Callable[[_AudienceState, Operation, list[str]], None],
+        state: _AudienceState,
+        operation: Operation,
+        records: list[str],
+    ) -> None:
+        try:
+            task(state, operation, records)
+        except TargetError as exc:
+            with self._report.lock:
+                self._report.audience(state.name).failed += len(records)
+            with self._cond:
+                self._errors.append(exc)
+        except Exception as exc:  # a bug must still fail the run, not vanish in a thread
+            logger.exception("Unexpected error sending to Pinterest")
+            with self._report.lock:
+                self._report.audience(state.name).failed += len(records)
+            with self._cond:
+                self._errors.append(TargetError(f"unexpected {type(exc).__name__}: {exc}"))
+        finally:
+            with self._cond:
+                state.inflight[operation] -= 1
+                self._inflight_total -= 1
+                state.creating = False
+                self._cond.notify_all()
+
+    def _create_list(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+        assert self._lists is not None
+        ref: ListRef = self._lists.create(state.name, records)
+        with self._cond:
+            state.list_id = ref.id
+        with self._report.lock:
+            report = self._report.audience(state.name)
+            report.list_id = ref.id
+            report.list_created = True
+        logger.info("Created customer list '%s' (id %s)", state.name, ref.id)
+        self._acknowledge(state.name, ref.id, operation, records)
+        if self._create_audiences:
+            audience_id = self._lists.create_audience(state.name, ref.id)
+            with self._report.lock:
+                report.audience_id = audience_id
+                report.audience_created = True
+            logger.info("Created audience '%s' (id %s) on list %s", state.name, audience_id, ref.id)
+
+    def _update_list(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+        assert self._lists is not None
+        assert state.list_id is not None
+        self._send_splitting(state.name, state.list_id, operation, records, [0])
+
+    def _send_splitting(
+        self,
+        audience: str,
+        list_id: str,
+        operation: Operation,
+        records: list[str],
+        rejections: list[int],
+    ) -> None:
+        """Send; if Pinterest objects to the records, halve until the bad ones are isolated."""
+        assert self._lists is not None
+        try:
+            self._lists.update(list_id, operation, records)
+        except PinterestAPIError as exc:
+            if exc.status not in _SPLITTABLE_STATUSES:
+                raise
+            if len(records) == 1:
+                rejections[0] += 1
+                if rejections[0] > MAX_INDIVIDUAL_REJECTIONS:
+                    msg = (
+                        f"Pinterest rejected more than {MAX_INDIVIDUAL_REJECTIONS} records of "
+                        f"one request to list {list_id} one by one ({exc}); this looks like a "
+                        "problem with the request, not the records"
+                    )
+                    raise PinterestAPIError(msg, status=exc.status, code=exc.code) from exc
+                reason = f"http_{exc.status}" + (
+                    f"_code_{exc.code}" if exc.code is not None else ""
+                )
+                with self._report.lock:
+                    self._report.audience(audience).rejected_by_pinterest[reason] += 1
+                return
+            if exc.status == _PAYLOAD_TOO_LARGE:
+                self._shrink_requests(len(records) // 2)
+            middle = len(records) // 2
+            self._send_splitting(audience, list_id, operation, records[:middle], rejections)
+            self._send_splitting(audience, list_id, operation, records[middle:], rejections)
+            return
+        self._acknowledge(audience, list_id, operation, records)
+
+    def _shrink_requests(self, size: int) -> None:
+        with self._cond:
+            if size < self._records_per_request:
+                logger.warning(
+                    "Pinterest said the payload is too large; sending at most %d records per "
+                    "request from now on (lower records_per_request to avoid the extra requests)",
+                    max(1, size),
+                )
+                self._records_per_request = max(1, size)
+
+    def _acknowledge(
+        self, audience: str, list_id: str, operation: Operation, records: list[str]
+    ) -> None:
+        if self._on_acknowledged is not None:
+            self._on_acknowledged(audience, list_id, operation, records)
+        self._count_acknowledged(audience, operation, records)
+
+    def _count_acknowledged(self, audience: str, operation: Operation, records: list[str]) -> None:
+        with self._report.lock:
+            report = self._report.audience(audience)
+            report.requests += 1
+            if operation == ADD:
+                report.added += len(records)
+            else:
+                report.removed += len(records)
+
+    def _raise_if_failed(self) -> None:
+        with self._cond:
+            if not self._errors:
+                return
+            errors = list(self._errors)
+        first = errors[0]
+        more = f" (and {len(errors) - 1} more failed requests)" if len(errors) > 1 else ""
+        msg = (
+            f"Pinterest did not acknowledge every change: {first}{more}. No STATE was emitted "
+            "for the unacknowledged records; re-running the same input is safe (ADD and "
+            "REMOVE are idempotent)."
+        )
+        if isinstance(first, PinterestAPIError) and not isinstance(first, SyncFailedError):
+            raise SyncFailedError(msg) from first
+        raise SyncFailedError(msg)
