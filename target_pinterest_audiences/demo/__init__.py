@@ -1,0 +1,1 @@
+"""The bundled demo (python -m target_pinterest_audiences.demo)."""
