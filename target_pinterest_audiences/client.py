@@ -39,6 +39,11 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_CODE = 8
 """Pinterest's error code for rate limiting (error body ``{code: 8, ...}``)."""
 
+# Never slow below one request per minute, and regain the configured rate gradually:
+# about 35 successes undo one halving.
+_MAX_PACING_INTERVAL = 60.0
+_RECOVERY_FACTOR = 0.98
+
 # An epoch timestamp is larger than any sensible delay in seconds; this tells the two
 # forms of X-RateLimit-Reset apart.
 _EPOCH_THRESHOLD = 1_000_000_000.0
@@ -46,7 +51,12 @@ _EPOCH_THRESHOLD = 1_000_000_000.0
 
 @dataclass(frozen=True, slots=True)
 class RetryPolicy:
-    """How hard to try before giving up on one request."""
+    """How hard to try before giving up on one request.
+
+    Rate limiting (429) is bounded only by ``max_total_wait_seconds``: waiting is the
+    right answer to it, and a large first sync may meet it for a long time. Errors
+    (5xx, network) are also bounded by ``max_attempts``.
+    """
 
     max_attempts: int = 8
     max_total_wait_seconds: float = 600.0
@@ -74,12 +84,18 @@ class Pacer:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        self._interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._base_interval = 1.0 / requests_per_second if requests_per_second else 0.0
+        self._interval = self._base_interval
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._paused_until = 0.0
+
+    @property
+    def requests_per_second(self) -> float | None:
+        """The rate currently allowed (lower than configured after rate limiting)."""
+        return 1.0 / self._interval if self._interval else None
 
     def acquire(self) -> None:
         """Block until this thread may send one request."""
@@ -92,9 +108,22 @@ class Pacer:
             self._sleep(delay)
 
     def pause(self, seconds: float) -> None:
-        """Hold every thread for ``seconds`` (Pinterest asked us to slow down)."""
+        """Hold every thread for ``seconds`` and halve the rate (Pinterest said slow down).
+
+        Halving on every 429 and creeping back up on every success (AIMD, as TCP does)
+        settles just under whatever rate Pinterest actually grants, instead of bouncing
+        off the limit at the configured rate.
+        """
         with self._lock:
             self._paused_until = max(self._paused_until, self._clock() + seconds)
+            if self._base_interval:
+                self._interval = min(self._interval * 2, _MAX_PACING_INTERVAL)
+
+    def succeeded(self) -> None:
+        """Recover a little of the configured rate after a request went through."""
+        if self._interval > self._base_interval:
+            with self._lock:
+                self._interval = max(self._base_interval, self._interval * _RECOVERY_FACTOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -129,7 +158,6 @@ class PinterestClient:
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
         self._sessions_lock = threading.Lock()
-        self.requests_sent = 0
 
     def _session(self) -> requests.Session:
         """One keep-alive session per thread: requests.Session is not thread-safe."""
@@ -168,96 +196,111 @@ class PinterestClient:
         idempotent: bool = True,
     ) -> dict[str, Any]:
         """Send one API request with retries; return the decoded JSON object."""
-        url = f"{self.api_url}{path}"
         pacer = self._read_pacer if method == "GET" else self._write_pacer
         policy = self._settings.retry
-        timeout = (self._settings.connect_timeout_seconds, self._settings.read_timeout_seconds)
         waited = 0.0
-        refreshed = False
-        attempt = 0
+        errors = 0
+        throttled = 0
+        may_refresh = self._tokens.can_refresh
         while True:
             pacer.acquire()
             token = self._tokens.current()
-            failure: str
-            delay: float
-            try:
-                response = self._session().request(
-                    method,
-                    url,
-                    params=params,
-                    json=body,
-                    headers={"Authorization": f"Bearer {token}"},
-                    timeout=timeout,
-                )
-            except (requests.ConnectionError, requests.Timeout) as exc:
-                self.requests_sent += 1
-                failure = f"{type(exc).__name__} talking to Pinterest"
-                if not idempotent:
-                    msg = f"{method} {path}: {failure}; the request may have been applied"
-                    raise AmbiguousOutcomeError(msg) from exc
-                delay = policy.backoff(attempt)
+            outcome = self._attempt(method, path, params, body, token, idempotent=idempotent)
+            if isinstance(outcome, dict):
+                pacer.succeeded()
+                return outcome
+            if outcome.unauthorized:
+                if not may_refresh:
+                    raise AuthenticationError(_auth_advice(method, path, outcome.failure))
+                self._tokens.refresh(token)
+                may_refresh = False  # a second 401 means the new token is refused too
+                continue
+            if outcome.throttled:
+                throttled += 1
             else:
-                self.requests_sent += 1
-                status = response.status_code
-                if 200 <= status < 300:
-                    return _json_object(response, method, path)
-                code, api_message = _error_body(response)
-                failure = f"HTTP {status}" + (
-                    f", Pinterest code {code}: {api_message}" if code is not None else ""
-                )
-                if status == 401:
-                    if self._tokens.can_refresh and not refreshed:
-                        self._tokens.refresh(token)
-                        refreshed = True
-                        continue
-                    raise AuthenticationError(
-                        _auth_advice(method, path, failure),
-                        status=status,
-                        code=code,
-                        api_message=api_message,
-                    )
-                if status == 403:
-                    raise PermissionDeniedError(
-                        _permission_advice(method, path, failure),
-                        status=status,
-                        code=code,
-                        api_message=api_message,
-                    )
-                if status != 429 and status < 500:
-                    raise PinterestAPIError(
-                        f"{method} {path} failed: {failure}",
-                        status=status,
-                        code=code,
-                        api_message=api_message,
-                    )
-                if status >= 500 and not idempotent:
-                    msg = f"{method} {path}: {failure}; the request may have been applied"
-                    raise AmbiguousOutcomeError(
-                        msg, status=status, code=code, api_message=api_message
-                    )
-                hinted = _server_delay(response.headers)
-                delay = hinted if hinted is not None else policy.backoff(attempt)
-                if status == 429:
-                    pacer.pause(delay)
-            attempt += 1
-            if attempt >= policy.max_attempts or waited + delay > policy.max_total_wait_seconds:
+                errors += 1
+            delay = outcome.server_delay
+            if delay is None:
+                delay = policy.backoff(errors + throttled - 1)
+            if outcome.throttled:
+                pacer.pause(delay)
+            if errors >= policy.max_attempts or waited + delay > policy.max_total_wait_seconds:
                 msg = (
-                    f"{method} {path} still failing after {attempt} attempts and "
-                    f"{waited:.0f}s of waiting ({failure}); raise max_retry_wait_seconds or "
-                    "lower max_requests_per_second if Pinterest keeps rate limiting"
+                    f"{method} {path} still failing after {errors + throttled + 1} attempts "
+                    f"and {waited:.0f}s of waiting ({outcome.failure}); raise "
+                    "max_retry_wait_seconds, or lower max_requests_per_second if Pinterest "
+                    "keeps rate limiting"
                 )
                 raise RetriesExhaustedError(msg)
             logger.warning(
-                "%s %s: %s; retrying in %.1fs (attempt %d of %d)",
+                "%s %s: %s; retrying in %.1fs (%d errors, %d rate limited so far)",
                 method,
                 path,
-                failure,
+                outcome.failure,
                 delay,
-                attempt + 1,
-                policy.max_attempts,
+                errors,
+                throttled,
             )
             self._sleep(delay)
             waited += delay
+
+    def _attempt(
+        self,
+        method: str,
+        path: str,
+        params: Mapping[str, Any] | None,
+        body: Mapping[str, Any] | None,
+        token: str,
+        *,
+        idempotent: bool,
+    ) -> dict[str, Any] | _Retry:
+        """Send once: the answer, a reason to retry, or an exception for a final failure."""
+        settings = self._settings
+        try:
+            response = self._session().request(
+                method,
+                f"{self.api_url}{path}",
+                params=params,
+                json=body,
+                headers={"Authorization": f"Bearer {token}"},
+                timeout=(settings.connect_timeout_seconds, settings.read_timeout_seconds),
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            failure = f"{type(exc).__name__} talking to Pinterest"
+            if not idempotent:
+                msg = f"{method} {path}: {failure}; the request may have been applied"
+                raise AmbiguousOutcomeError(msg) from exc
+            return _Retry(failure)
+        status = response.status_code
+        if 200 <= status < 300:
+            return _json_object(response, method, path)
+        code, api_message = _error_body(response)
+        failure = f"HTTP {status}" + (
+            f", Pinterest code {code}: {api_message}" if code is not None else ""
+        )
+        details: dict[str, Any] = {"status": status, "code": code, "api_message": api_message}
+        if status == 401:
+            return _Retry(failure, unauthorized=True)
+        if status == 403:
+            raise PermissionDeniedError(_permission_advice(method, path, failure), **details)
+        if status == 429:
+            return _Retry(failure, throttled=True, server_delay=_server_delay(response.headers))
+        if status < 500:
+            raise PinterestAPIError(f"{method} {path} failed: {failure}", **details)
+        if not idempotent:
+            msg = f"{method} {path}: {failure}; the request may have been applied"
+            raise AmbiguousOutcomeError(msg, **details)
+        return _Retry(failure, server_delay=_server_delay(response.headers))
+
+
+@dataclass(frozen=True, slots=True)
+class _Retry:
+    """Why an attempt should be repeated."""
+
+    failure: str
+    throttled: bool = False
+    unauthorized: bool = False
+    server_delay: float | None = None
 
 
 def _json_object(response: requests.Response, method: str, path: str) -> dict[str, Any]:

@@ -57,7 +57,18 @@ class NumberedSingerReader(MsgSpecReader):
     ) -> Counter[str]:
         """Dispatch each message to its callback, skipping blank lines."""
         stats: dict[str, int] = defaultdict(int)
-        for line in file_input or self.default_input:
+        lines = iter(file_input or self.default_input)
+        while True:
+            try:
+                line = next(lines)
+            except StopIteration:
+                break
+            except UnicodeDecodeError as exc:
+                msg = (
+                    f"input line {self.line_number + 1} is not valid UTF-8 (byte "
+                    f"{exc.start}); Singer messages are UTF-8 JSON; stopping"
+                )
+                raise InputError(msg) from None
             self.line_number += 1
             if not line.strip():
                 continue

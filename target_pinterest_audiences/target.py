@@ -37,13 +37,16 @@ from target_pinterest_audiences.config import (
     schema_problems,
 )
 from target_pinterest_audiences.customer_lists import CustomerLists
-from target_pinterest_audiences.errors import InputError, TargetError
+from target_pinterest_audiences.errors import InputError, SyncFailedError, TargetError
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectSink
 from target_pinterest_audiences.report import RunReport
 from target_pinterest_audiences.sinks import AudienceSink
 from target_pinterest_audiences.tokens import OAuthApp, TokenProvider, TokenStore
 from target_pinterest_audiences.uploader import Uploader
+
+# Pinterest's published ads_read limit for standard access: 1,000 requests per minute.
+ADS_READ_REQUESTS_PER_SECOND = 1000 / 60
 
 # Input problems that stop the run; reported as a message, not a traceback.
 _FATAL_INPUT_ERRORS = (
@@ -147,6 +150,7 @@ class TargetPinterestAudiences(Target):
                     pool_size=settings.max_parallel_requests,
                 ),
                 write_pacer=Pacer(settings.max_requests_per_second),
+                read_pacer=Pacer(ADS_READ_REQUESTS_PER_SECOND),
             )
             lists = CustomerLists(self.client, settings.ad_account_id)
         return Uploader(
@@ -274,9 +278,23 @@ class TargetPinterestAudiences(Target):
         try:
             target.listen(file_input)
         except _FATAL_INPUT_ERRORS as exc:
-            target.finish()
-            cls.logger.error("%s", exc)
+            target.stop_after_failure(exc)
             sys.exit(1)
+
+    def stop_after_failure(self, exc: BaseException) -> None:
+        """Report a failure that stops the run, after delivering what can be delivered.
+
+        When the input breaks, the changes read before the bad line are still valid: send
+        them, so they are not held hostage by a broken tap. No STATE is emitted either
+        way, so a re-run replays them too (harmless: ADD and REMOVE are idempotent).
+        """
+        if not isinstance(exc, SyncFailedError):
+            try:
+                self.uploader.flush()
+            except TargetError as flush_exc:
+                self.logger.error("%s", flush_exc)
+        self.finish()
+        self.logger.error("%s", exc)
 
 
 def main() -> None:
