@@ -42,6 +42,7 @@ RATE_LIMIT_CODE = 8
 # Never slow below one request per minute, and regain the configured rate gradually:
 # about 35 successes undo one halving.
 _MAX_PACING_INTERVAL = 60.0
+_MIN_CUT_SPACING = 1.0
 _RECOVERY_FACTOR = 0.98
 
 # An epoch timestamp is larger than any sensible delay in seconds; this tells the two
@@ -91,6 +92,7 @@ class Pacer:
         self._lock = threading.Lock()
         self._next_slot = 0.0
         self._paused_until = 0.0
+        self._last_cut = float("-inf")
 
     @property
     def requests_per_second(self) -> float | None:
@@ -115,9 +117,12 @@ class Pacer:
         off the limit at the configured rate.
         """
         with self._lock:
-            self._paused_until = max(self._paused_until, self._clock() + seconds)
-            if self._base_interval:
+            now = self._clock()
+            self._paused_until = max(self._paused_until, now + seconds)
+            # Many threads hit the same limit at once: one cut per window, not one each.
+            if self._base_interval and now - self._last_cut >= max(_MIN_CUT_SPACING, seconds):
                 self._interval = min(self._interval * 2, _MAX_PACING_INTERVAL)
+                self._last_cut = now
 
     def succeeded(self) -> None:
         """Recover a little of the configured rate after a request went through."""

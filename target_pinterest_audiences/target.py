@@ -178,15 +178,18 @@ class TargetPinterestAudiences(Target):
         """
         stream = message_dict.get("stream")
         record = message_dict.get("record")
-        if not isinstance(stream, str) or not isinstance(record, dict):
-            msg = (
-                f"input line {self._line_number}: a RECORD needs a 'stream' string and a "
-                "'record' object"
-            )
+        if not isinstance(stream, str):
+            msg = f"input line {self._line_number}: a RECORD needs a 'stream' string"
             raise InputError(msg)
         stream_report = self.run_report.stream(stream)
         stream_report.records += 1
         number = stream_report.records
+        if not isinstance(record, dict):
+            msg = (
+                f"stream '{stream}', record {number} (input line {self._line_number}): the "
+                "RECORD message has no 'record' object"
+            )
+            raise InputError(msg)
         stream_maps = self.mapper.stream_maps.get(stream)
         if stream_maps is None:
             msg = (
@@ -214,6 +217,18 @@ class TargetPinterestAudiences(Target):
             sink.accept(transformed, stream, number)
             sink.record_counter_metric.increment()
         self._handle_max_record_age()
+
+    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+        """Check the SDK's requirements first, so the error names the stream."""
+        stream = message_dict.get("stream")
+        schema = message_dict.get("schema")
+        if not isinstance(schema, dict) or "properties" not in schema:
+            msg = (
+                f"stream '{stream}' (input line {self._line_number}): the SCHEMA message has no "
+                "'schema' object with 'properties'"
+            )
+            raise InvalidInputLine(msg)
+        super()._process_schema_message(message_dict)
 
     # Checkpoints and the end of the run ----------------------------------------------
 
@@ -293,6 +308,11 @@ class TargetPinterestAudiences(Target):
                 self.uploader.flush()
             except TargetError as flush_exc:
                 self.logger.error("%s", flush_exc)
+            else:
+                # Everything read before the bad line is acknowledged, so the last STATE
+                # the tap sent before it is safe to confirm: the re-run resumes there.
+                if self._latest_state:
+                    super()._write_state_message(copy.deepcopy(self._latest_state))
         self.finish()
         self.logger.error("%s", exc)
 

@@ -183,9 +183,7 @@ class Uploader:
                         self._report.audience(state.name).already_absent += len(records)
                     return
                 state.creating = True
-                task = self._create_list
-            else:
-                task = self._update_list
+            task = self._write
             state.inflight[operation] += 1
             self._inflight_total += 1
         self._executor.submit(self._run, task, state, operation, records)
@@ -252,6 +250,54 @@ class Uploader:
                 state.creating = False
                 self._cond.notify_all()
 
+    def _write(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+        creating = state.list_id is None
+        self._write_splitting(state, operation, records, [0])
+        if creating and state.list_id is not None and self._create_audiences:
+            self._create_audience(state.name, state.list_id)
+
+    def _write_splitting(
+        self,
+        state: _AudienceState,
+        operation: Operation,
+        records: list[str],
+        rejections: list[int],
+    ) -> None:
+        """Send one request; if Pinterest objects to the records, halve until isolated.
+
+        Creates the list when it has no id yet (only ever one thread per list does, see
+        ``creating``), so a refused creation is split like a refused update: the first
+        half that succeeds creates the list, the rest are added to it.
+        """
+        assert self._lists is not None
+        try:
+            if state.list_id is None:
+                self._create_list(state, operation, records)
+            else:
+                self._lists.update(state.list_id, operation, records)
+                self._acknowledge(state.name, state.list_id, operation, records)
+        except PinterestAPIError as exc:
+            if exc.status not in _SPLITTABLE_STATUSES:
+                raise
+            if len(records) > 1:
+                if exc.status == _PAYLOAD_TOO_LARGE:
+                    self._shrink_requests(len(records) // 2)
+                middle = len(records) // 2
+                self._write_splitting(state, operation, records[:middle], rejections)
+                self._write_splitting(state, operation, records[middle:], rejections)
+                return
+            rejections[0] += 1
+            if rejections[0] > MAX_INDIVIDUAL_REJECTIONS:
+                msg = (
+                    f"Pinterest rejected more than {MAX_INDIVIDUAL_REJECTIONS} records of one "
+                    f"request for '{state.name}' one by one ({exc}); this looks like a problem "
+                    "with the request, not the records"
+                )
+                raise PinterestAPIError(msg, status=exc.status, code=exc.code) from exc
+            reason = f"http_{exc.status}" + (f"_code_{exc.code}" if exc.code is not None else "")
+            with self._report.lock:
+                self._report.audience(state.name).rejected_by_pinterest[reason] += 1
+
     def _create_list(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
         assert self._lists is not None
         ref: ListRef = self._lists.create(state.name, records)
@@ -263,55 +309,16 @@ class Uploader:
             report.list_created = True
         logger.info("Created customer list '%s' (id %s)", state.name, ref.id)
         self._acknowledge(state.name, ref.id, operation, records)
-        if self._create_audiences:
-            audience_id = self._lists.create_audience(state.name, ref.id)
-            with self._report.lock:
-                report.audience_id = audience_id
-                report.audience_created = True
-            logger.info("Created audience '%s' (id %s) on list %s", state.name, audience_id, ref.id)
 
-    def _update_list(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+    def _create_audience(self, name: str, list_id: str) -> None:
+        """Make the new list targetable (a CUSTOMER_LIST audience on it)."""
         assert self._lists is not None
-        assert state.list_id is not None
-        self._send_splitting(state.name, state.list_id, operation, records, [0])
-
-    def _send_splitting(
-        self,
-        audience: str,
-        list_id: str,
-        operation: Operation,
-        records: list[str],
-        rejections: list[int],
-    ) -> None:
-        """Send; if Pinterest objects to the records, halve until the bad ones are isolated."""
-        assert self._lists is not None
-        try:
-            self._lists.update(list_id, operation, records)
-        except PinterestAPIError as exc:
-            if exc.status not in _SPLITTABLE_STATUSES:
-                raise
-            if len(records) == 1:
-                rejections[0] += 1
-                if rejections[0] > MAX_INDIVIDUAL_REJECTIONS:
-                    msg = (
-                        f"Pinterest rejected more than {MAX_INDIVIDUAL_REJECTIONS} records of "
-                        f"one request to list {list_id} one by one ({exc}); this looks like a "
-                        "problem with the request, not the records"
-                    )
-                    raise PinterestAPIError(msg, status=exc.status, code=exc.code) from exc
-                reason = f"http_{exc.status}" + (
-                    f"_code_{exc.code}" if exc.code is not None else ""
-                )
-                with self._report.lock:
-                    self._report.audience(audience).rejected_by_pinterest[reason] += 1
-                return
-            if exc.status == _PAYLOAD_TOO_LARGE:
-                self._shrink_requests(len(records) // 2)
-            middle = len(records) // 2
-            self._send_splitting(audience, list_id, operation, records[:middle], rejections)
-            self._send_splitting(audience, list_id, operation, records[middle:], rejections)
-            return
-        self._acknowledge(audience, list_id, operation, records)
+        audience_id = self._lists.create_audience(name, list_id)
+        with self._report.lock:
+            report = self._report.audience(name)
+            report.audience_id = audience_id
+            report.audience_created = True
+        logger.info("Created audience '%s' (id %s) on list %s", name, audience_id, list_id)
 
     def _shrink_requests(self, size: int) -> None:
         with self._cond:
