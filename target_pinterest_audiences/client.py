@@ -227,11 +227,9 @@ class PinterestClient:
             delay = outcome.server_delay
             if delay is None:
                 delay = policy.backoff(errors + throttled - 1)
-            if outcome.throttled:
-                pacer.pause(delay)
             if errors >= policy.max_attempts or waited + delay > policy.max_total_wait_seconds:
                 msg = (
-                    f"{method} {path} still failing after {errors + throttled + 1} attempts "
+                    f"{method} {path} still failing after {errors + throttled} attempts "
                     f"and {waited:.0f}s of waiting ({outcome.failure}); raise "
                     "max_retry_wait_seconds, or lower max_requests_per_second if Pinterest "
                     "keeps rate limiting"
@@ -246,8 +244,11 @@ class PinterestClient:
                 errors,
                 throttled,
             )
-            self._sleep(delay)
             waited += delay
+            if outcome.throttled:
+                pacer.pause(delay)  # every thread waits; the next acquire() sleeps it out
+            else:
+                self._sleep(delay)
 
     def _attempt(
         self,

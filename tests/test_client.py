@@ -1,0 +1,261 @@
+"""The HTTP client against the emulator (real HTTP on 127.0.0.1), with a fake clock for waits."""
+
+from __future__ import annotations
+
+import time
+from typing import Any
+
+import pytest
+
+from target_pinterest_audiences.client import (
+    ClientSettings,
+    Pacer,
+    PinterestClient,
+    RetryPolicy,
+    _server_delay,
+)
+from target_pinterest_audiences.emulator import Emulator
+from target_pinterest_audiences.errors import (
+    AmbiguousOutcomeError,
+    AuthenticationError,
+    PermissionDeniedError,
+    PinterestAPIError,
+    RetriesExhaustedError,
+)
+from target_pinterest_audiences.tokens import OAuthApp, TokenProvider
+
+from support import AD_ACCOUNT, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TOKEN
+
+LISTS = f"/ad_accounts/{AD_ACCOUNT}/customer_lists"
+
+
+class Sleeps:
+    """Records requested sleeps instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls: list[float] = []
+
+    def __call__(self, seconds: float) -> None:
+        self.calls.append(seconds)
+
+
+def make_client(
+    emulator: Emulator, *, refresh: bool = False, retry: RetryPolicy | None = None
+) -> tuple[PinterestClient, Sleeps]:
+    app = OAuthApp(CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN) if refresh else None
+    tokens = TokenProvider(token_url=f"{emulator.url}/oauth/token", access_token=TOKEN, app=app)
+    sleeps = Sleeps()
+    settings = ClientSettings(retry=retry or RetryPolicy(backoff_base_seconds=0.5))
+    client = PinterestClient(
+        emulator.url,
+        tokens,
+        settings=settings,
+        sleep=sleeps,
+        read_pacer=Pacer(None, sleep=sleeps),
+        write_pacer=Pacer(None, sleep=sleeps),
+    )
+    return client, sleeps
+
+
+def error_rule(status: int, times: int, **extra: Any) -> dict[str, Any]:
+    return {
+        "method": "GET",
+        "path": "customer_lists",
+        "times": times,
+        "action": "error",
+        "status": status,
+        **extra,
+    }
+
+
+def test_a_get_returns_the_decoded_page(emulator: Emulator) -> None:
+    client, sleeps = make_client(emulator)
+    page = client.get(LISTS, {"page_size": 250})
+    assert page["items"] == []
+    assert sleeps.calls == []
+
+
+def test_retry_after_is_honoured_exactly(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(429, 2, headers={"Retry-After": "7"})]})
+    client, sleeps = make_client(emulator)
+
+    client.get(LISTS)
+
+    assert sleeps.calls == pytest.approx([7.0, 7.0], abs=0.5)
+
+
+def test_x_ratelimit_reset_is_honoured_when_there_is_no_retry_after(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(429, 1, headers={"X-RateLimit-Reset": "3"})]})
+    client, sleeps = make_client(emulator)
+
+    client.get(LISTS)
+
+    assert sleeps.calls == pytest.approx([3.0], abs=0.5)
+
+
+def test_backoff_without_a_hint_is_jittered_and_grows(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(503, 4)]})
+    client, sleeps = make_client(emulator)
+
+    client.get(LISTS)
+
+    assert len(sleeps.calls) == 4
+    for attempt, delay in enumerate(sleeps.calls):
+        assert 0 <= delay <= 0.5 * 2**attempt
+
+
+def test_errors_stop_after_max_attempts(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(500, None)]})
+    client, sleeps = make_client(emulator, retry=RetryPolicy(max_attempts=3))
+
+    with pytest.raises(RetriesExhaustedError, match="still failing after 3 attempts"):
+        client.get(LISTS)
+    assert len(sleeps.calls) == 2
+
+
+def test_rate_limiting_is_bounded_by_total_wait_not_attempts(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(429, 20, headers={"Retry-After": "1"})]})
+    client, sleeps = make_client(
+        emulator, retry=RetryPolicy(max_attempts=3, max_total_wait_seconds=100)
+    )
+
+    client.get(LISTS)  # 20 rate limits in a row, far more than 3 attempts
+
+    assert sleeps.calls == pytest.approx([1.0] * 20, abs=0.5)
+
+
+def test_total_wait_is_bounded(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(429, None, headers={"Retry-After": "30"})]})
+    client, sleeps = make_client(emulator, retry=RetryPolicy(max_total_wait_seconds=100))
+
+    with pytest.raises(RetriesExhaustedError, match="max_retry_wait_seconds"):
+        client.get(LISTS)
+    assert sum(sleeps.calls) <= 100
+
+
+@pytest.mark.parametrize("status", [400, 404, 409, 422])
+def test_other_client_errors_are_not_retried(emulator: Emulator, status: int) -> None:
+    emulator.configure_faults({"rules": [error_rule(status, 1, code=77, message="nope")]})
+    client, sleeps = make_client(emulator)
+
+    with pytest.raises(PinterestAPIError) as raised:
+        client.get(LISTS)
+
+    assert raised.value.status == status
+    assert raised.value.code == 77
+    assert sleeps.calls == []
+
+
+def test_403_says_which_roles_and_scopes_are_needed(emulator: Emulator) -> None:
+    client, _ = make_client(emulator)
+    with pytest.raises(PermissionDeniedError, match="audience manager role"):
+        client.get("/ad_accounts/123456/customer_lists")
+
+
+def test_401_refreshes_once_and_retries(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [{"method": "GET", "times": 1, "action": "expire_token"}]})
+    client, _ = make_client(emulator, refresh=True)
+
+    assert client.get(LISTS)["items"] == []
+    assert emulator.counters()["requests_by_route"]["POST /oauth/token"] == 1
+
+
+def test_401_without_refresh_credentials_is_final(emulator: Emulator) -> None:
+    emulator.expire_tokens()
+    client, sleeps = make_client(emulator)
+
+    with pytest.raises(AuthenticationError, match="configure refresh_token"):
+        client.get(LISTS)
+    assert sleeps.calls == []
+
+
+def test_a_lost_answer_to_a_post_is_ambiguous_not_retried(emulator: Emulator) -> None:
+    emulator.configure_faults(
+        {"rules": [{"method": "POST", "times": 1, "action": "drop_after_apply"}]}
+    )
+    client, _ = make_client(emulator)
+
+    with pytest.raises(AmbiguousOutcomeError):
+        client.request("POST", LISTS, body={"name": "x", "records": "a" * 64}, idempotent=False)
+    # It was applied exactly once: the caller must look before retrying.
+    assert len(emulator.snapshot()["ad_accounts"][AD_ACCOUNT]["customer_lists"]) == 1
+
+
+def test_a_lost_answer_to_an_idempotent_request_is_retried(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [{"method": "GET", "times": 2, "action": "drop"}]})
+    client, sleeps = make_client(emulator)
+
+    assert client.get(LISTS)["items"] == []
+    assert len(sleeps.calls) == 2
+
+
+@pytest.mark.parametrize(
+    ("headers", "expected"),
+    [
+        ({"Retry-After": "12"}, 12.0),
+        ({"Retry-After": "0.5"}, 0.5),
+        ({"Retry-After": "-3"}, 0.0),
+        ({"X-RateLimit-Reset": "9"}, 9.0),
+        ({"Retry-After": "2", "X-RateLimit-Reset": "9"}, 2.0),
+        ({"X-RateLimit-Reset": "soon"}, None),
+        ({}, None),
+    ],
+)
+def test_server_delay_parsing(headers: dict[str, str], expected: float | None) -> None:
+    assert _server_delay(headers) == expected
+
+
+def test_server_delay_accepts_epoch_reset_and_http_dates() -> None:
+    in_ten = time.time() + 10
+    assert _server_delay({"X-RateLimit-Reset": str(int(in_ten))}) == pytest.approx(10, abs=1.5)
+    http_date = time.strftime("%a, %d %b %Y %H:%M:%S GMT", time.gmtime(in_ten))
+    assert _server_delay({"Retry-After": http_date}) == pytest.approx(10, abs=1.5)
+
+
+class FakeClock:
+    def __init__(self) -> None:
+        self.now = 100.0
+        self.slept: list[float] = []
+
+    def clock(self) -> float:
+        return self.now
+
+    def sleep(self, seconds: float) -> None:
+        self.slept.append(seconds)
+        self.now += seconds
+
+
+def test_pacer_spaces_requests_at_the_configured_rate() -> None:
+    fake = FakeClock()
+    pacer = Pacer(4, clock=fake.clock, sleep=fake.sleep)
+
+    for _ in range(5):
+        pacer.acquire()
+
+    assert fake.slept == pytest.approx([0.25] * 4)
+
+
+def test_pacer_pause_holds_everyone_and_halves_the_rate_once_per_window() -> None:
+    fake = FakeClock()
+    pacer = Pacer(10, clock=fake.clock, sleep=fake.sleep)
+    pacer.acquire()
+
+    for _ in range(5):  # five threads hit the same 429 at once
+        pacer.pause(2.0)
+
+    assert pacer.requests_per_second == pytest.approx(5)
+    pacer.acquire()
+    assert fake.slept[-1] == pytest.approx(2.0)
+    for _ in range(200):
+        pacer.succeeded()
+    assert pacer.requests_per_second == pytest.approx(10)
+
+
+def test_unpaced_pacer_never_sleeps() -> None:
+    fake = FakeClock()
+    pacer = Pacer(None, clock=fake.clock, sleep=fake.sleep)
+    for _ in range(100):
+        pacer.acquire()
+    pacer.pause(0)
+    pacer.acquire()
+    assert fake.slept == []
