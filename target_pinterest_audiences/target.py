@@ -61,7 +61,8 @@ class TargetPinterestAudiences(Target):
     """Sync audience membership (email, IDFA, Android ID) to Pinterest Ads customer lists."""
 
     name = "target-pinterest-audiences"
-    config_jsonschema = CONFIG_SCHEMA
+    # A copy: the SDK appends its built-in settings to this dict in place.
+    config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
     default_sink_class = AudienceSink
     message_reader_class = NumberedSingerReader
     capabilities = [
@@ -113,7 +114,7 @@ class TargetPinterestAudiences(Target):
 
     def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
         """Schema plus cross-field rules, with messages that never echo a value."""
-        schema = self.config_jsonschema
+        schema = copy.deepcopy(self.config_jsonschema)
         self.append_builtin_config(schema)
         errors = schema_problems(self.config, schema) + cross_field_problems(self.config)
         if errors and raise_errors:
