@@ -8,6 +8,7 @@ end up in a CI log.
 
 from __future__ import annotations
 
+import importlib.util
 import ipaddress
 from dataclasses import dataclass
 from pathlib import Path
@@ -23,6 +24,7 @@ DEFAULT_API_URL = "https://api.pinterest.com/v5"
 # a payload-too-large answer makes the target halve its requests automatically.
 DEFAULT_RECORDS_PER_REQUEST = 1900
 MAX_RECORDS_PER_REQUEST = 100_000
+DEFAULT_LEDGER_PATH = ".target-pinterest-audiences/ledger.sqlite3"
 
 CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
@@ -151,6 +153,39 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         "be emitted (the SDK's default is 5 minutes).",
     ),
     th.Property(
+        "sync_mode",
+        th.StringType(allowed_values=["changes", "mirror"]),
+        default="changes",
+        title="Sync mode",
+        description="changes: each record says add or remove. mirror: each run's records are "
+        "the complete membership of the audiences they cover; the target removes whoever it "
+        "sent before and is absent now, adds whoever is new, and sends nothing for the rest.",
+    ),
+    th.Property(
+        "ledger_path",
+        th.StringType(min_length=1),
+        default=DEFAULT_LEDGER_PATH,
+        title="Ledger path",
+        description="Mirror mode: SQLite file recording the hashed members sent to each list "
+        "(relative to the working directory).",
+    ),
+    th.Property(
+        "ledger_url",
+        th.StringType(min_length=1),
+        secret=True,
+        title="Ledger URL",
+        description="Mirror mode: a postgresql:// URL to keep the ledger in PostgreSQL instead "
+        "of a local file (for containers and CI runners). Needs the 'postgres' extra.",
+    ),
+    th.Property(
+        "max_removal_fraction",
+        th.NumberType(minimum=0, maximum=1),
+        default=0.5,
+        title="Max removal fraction",
+        description="Mirror mode: if a run would remove more than this fraction of an "
+        "audience's members, send no removal at all and fail (1.0 turns the guard off).",
+    ),
+    th.Property(
         "reject_file",
         th.StringType(min_length=1),
         title="Reject file",
@@ -190,6 +225,10 @@ class Settings:
     checkpoint_interval_seconds: float
     reject_file: Path | None
     report_path: Path | None
+    sync_mode: str = "changes"
+    ledger_path: Path = Path(DEFAULT_LEDGER_PATH)
+    ledger_url: str | None = None
+    max_removal_fraction: float = 0.5
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | Any) -> Settings:
@@ -222,7 +261,16 @@ class Settings:
             checkpoint_interval_seconds=float(get("checkpoint_interval_seconds")),
             reject_file=path("reject_file"),
             report_path=path("report_path"),
+            sync_mode=str(get("sync_mode")),
+            ledger_path=Path(str(get("ledger_path"))),
+            ledger_url=config.get("ledger_url"),
+            max_removal_fraction=float(get("max_removal_fraction")),
         )
+
+    @property
+    def mirror(self) -> bool:
+        """Whether runs are complete snapshots (see ``mirror``)."""
+        return self.sync_mode == "mirror"
 
     @property
     def has_refresh_credentials(self) -> bool:
@@ -231,7 +279,9 @@ class Settings:
 
     def secrets(self) -> list[str]:
         """Every secret value of the config, for log redaction."""
-        values = (self.access_token, self.refresh_token, self.client_secret)
+        values = [self.access_token, self.refresh_token, self.client_secret, self.ledger_url]
+        if self.ledger_url:
+            values.append(urlsplit(self.ledger_url).password)
         return [value for value in values if value]
 
 
@@ -281,6 +331,15 @@ def cross_field_problems(config: dict[str, Any] | Any) -> list[str]:
             "config['access_token'] is required: set access_token, or refresh_token with "
             "client_id and client_secret (only a dry run needs neither)"
         )
+    ledger_url = config.get("ledger_url")
+    if isinstance(ledger_url, str) and ledger_url:
+        if urlsplit(ledger_url).scheme not in {"postgresql", "postgres"}:
+            problems.append("config['ledger_url'] must be a postgresql:// URL")
+        elif importlib.util.find_spec("psycopg") is None:
+            problems.append(
+                "config['ledger_url'] needs the PostgreSQL driver: "
+                "pip install 'target-pinterest-audiences[postgres]'"
+            )
     api_url = config.get("api_url") or DEFAULT_API_URL
     if isinstance(api_url, str):
         problem = api_url_problem(api_url)

@@ -136,7 +136,11 @@ class RunReport:
             if audience.pinterest_status:
                 line += f", Pinterest status {audience.pinterest_status}"
             if audience.mirror:
-                line += ", mirror " + _counts(Counter(audience.mirror))
+                m = audience.mirror
+                line += (
+                    f"; mirror: {m['before']} members before, {m['added']} added, "
+                    f"{m['removed']} removed, {m['unchanged']} unchanged, {m['after']} after"
+                )
             lines.append(line)
         if not lines:
             lines.append("No records were read.")

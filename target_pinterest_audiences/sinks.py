@@ -19,6 +19,7 @@ from target_pinterest_audiences.rejects import RejectSink
 if TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
+    from target_pinterest_audiences.mirror import MirrorSync
     from target_pinterest_audiences.report import RunReport
     from target_pinterest_audiences.uploader import Uploader
 
@@ -43,6 +44,9 @@ class AudienceSink(Sink):
         self.uploader: Uploader = target.uploader
         self.run_report: RunReport = target.run_report
         self.rejects: RejectSink = target.rejects
+        self.mirror: MirrorSync | None = target.mirror
+        if self.mirror is not None:
+            self.mirror.snapshot.observe_stream(self.stream_name)
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         self._target_ref = target
@@ -67,7 +71,11 @@ class AudienceSink(Sink):
                     skipped[reason] += 1
                 if membership.skip_reason is not None:
                     skipped[membership.skip_reason] += 1
-            if membership.hashes:
+            if not membership.hashes:
+                continue
+            if self.mirror is not None:
+                self.mirror.snapshot.record(self.stream_name, audience, membership.hashes, member)
+            else:
                 self.uploader.change(audience, membership.hashes, member)
 
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:

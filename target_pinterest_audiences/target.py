@@ -38,6 +38,8 @@ from target_pinterest_audiences.config import (
 )
 from target_pinterest_audiences.customer_lists import CustomerLists
 from target_pinterest_audiences.errors import InputError, SyncFailedError, TargetError
+from target_pinterest_audiences.ledger import open_ledger
+from target_pinterest_audiences.mirror import MirrorSync
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectSink
 from target_pinterest_audiences.report import RunReport
@@ -100,6 +102,20 @@ class TargetPinterestAudiences(Target):
         self.run_report = RunReport(dry_run=self.settings.dry_run)
         self.rejects = RejectSink(self.settings.reject_file)
         self.client: PinterestClient | None = None
+        self.mirror: MirrorSync | None = None
+        if self.settings.mirror:
+            ledger = open_ledger(
+                path=self.settings.ledger_path,
+                url=self.settings.ledger_url,
+                ad_account_id=self.settings.ad_account_id,
+            )
+            self.logger.info("Mirror mode, using the %s", ledger.description)
+            self.mirror = MirrorSync(
+                ledger,
+                self.run_report,
+                max_removal_fraction=self.settings.max_removal_fraction,
+                dry_run=self.settings.dry_run,
+            )
         self.uploader = self._build_uploader()
         self._finished = False
 
@@ -160,6 +176,8 @@ class TargetPinterestAudiences(Target):
             records_per_request=settings.records_per_request,
             max_parallel_requests=settings.max_parallel_requests,
             create_audiences=settings.create_audiences,
+            on_sending=self.mirror.before_sending if self.mirror else None,
+            on_acknowledged=self.mirror.acknowledged if self.mirror else None,
         )
 
     # The record path ------------------------------------------------------------------
@@ -234,13 +252,21 @@ class TargetPinterestAudiences(Target):
     # Checkpoints and the end of the run ----------------------------------------------
 
     def _write_state_message(self, state: dict[str, Any]) -> None:
-        """Emit STATE only once Pinterest acknowledged every change read before it."""
+        """Emit STATE only once Pinterest acknowledged every change read before it.
+
+        In mirror mode the changes are only known once the whole snapshot is read, so
+        STATE waits for the end of the run.
+        """
+        if self.mirror is not None and not self.mirror.applied:
+            return
         self.uploader.flush()
         super()._write_state_message(state)
 
     def process_endofpipe(self) -> None:
-        """Drain, flush, report."""
+        """Apply the mirror difference if any, drain, flush, report."""
         try:
+            if self.mirror is not None:
+                self.mirror.apply(self.uploader)
             super().process_endofpipe()
             self.uploader.flush()
         finally:
@@ -255,6 +281,8 @@ class TargetPinterestAudiences(Target):
         if self.client is not None:
             self.client.close()
         self.rejects.close()
+        if self.mirror is not None:
+            self.mirror.close()
         self.run_report.log_summary()
         if self.settings.report_path is not None:
             self.run_report.write_json(self.settings.report_path)
@@ -265,6 +293,15 @@ class TargetPinterestAudiences(Target):
         The SDK exits 0 even when the final drain fails, which would tell an orchestrator
         the run succeeded while changes were lost.
         """
+        if self.mirror is not None and not self.mirror.applied:
+            # Half a snapshot is not a snapshot: applying it would remove everyone not
+            # read yet. Nothing has been sent; the next run starts over.
+            self.logger.error(
+                "Received signal %d during a mirror run: stopping without sending anything",
+                signum,
+            )
+            self.finish()
+            sys.exit(1)
         self.logger.info("Received signal %d: sending what was read, then stopping", signum)
         code = 0
         try:
@@ -304,7 +341,11 @@ class TargetPinterestAudiences(Target):
         them, so they are not held hostage by a broken tap. No STATE is emitted either
         way, so a re-run replays them too (harmless: ADD and REMOVE are idempotent).
         """
-        if not isinstance(exc, SyncFailedError):
+        if self.mirror is not None:
+            # An incomplete snapshot must not be applied (see _handle_termination).
+            if not self.mirror.applied:
+                self.logger.error("The mirror run did not complete: nothing was sent")
+        elif not isinstance(exc, SyncFailedError):
             try:
                 self.uploader.flush()
             except TargetError as flush_exc:

@@ -53,6 +53,8 @@ MAX_INDIVIDUAL_REJECTIONS = 20
 
 Acknowledged = Callable[[str, str, Operation, list[str]], None]
 """Callback(audience, list_id, operation, hashes) run after Pinterest acknowledged them."""
+Sending = Callable[[str, Operation, list[str]], None]
+"""Callback(audience, operation, hashes) run just before a request carrying them is sent."""
 
 
 @dataclass
@@ -78,6 +80,7 @@ class Uploader:
         create_audiences: bool = True,
         max_pending_identifiers: int = 1_000_000,
         on_acknowledged: Acknowledged | None = None,
+        on_sending: Sending | None = None,
     ) -> None:
         """``lists=None`` is a dry run: everything is counted, nothing is sent."""
         self._lists = lists
@@ -86,6 +89,7 @@ class Uploader:
         self._create_audiences = create_audiences
         self._max_pending = max_pending_identifiers
         self._on_acknowledged = on_acknowledged
+        self._on_sending = on_sending
         self._audiences: dict[str, _AudienceState] = {}
         self._pending_total = 0
         # Reentrant: a SIGTERM handler runs on the main thread and may flush while the
@@ -188,6 +192,16 @@ class Uploader:
             self._inflight_total += 1
         self._executor.submit(self._run, task, state, operation, records)
 
+    def resolve(self, audience: str) -> str | None:
+        """The id of the audience's list on Pinterest, or None if it has none (yet)."""
+        state = self._audiences.get(audience)
+        if state is None:
+            state = self._audiences[audience] = _AudienceState(audience)
+            self._report.audience(audience)
+        if self._lists is not None and not state.resolved:
+            self._resolve(state)
+        return state.list_id
+
     def _resolve(self, state: _AudienceState) -> None:
         """Find the audience's list by exact name (all lists are read once per run)."""
         assert self._lists is not None
@@ -251,6 +265,8 @@ class Uploader:
                 self._cond.notify_all()
 
     def _write(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+        if self._on_sending is not None:
+            self._on_sending(state.name, operation, records)
         creating = state.list_id is None
         self._write_splitting(state, operation, records, [0])
         if creating and state.list_id is not None and self._create_audiences:

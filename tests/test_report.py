@@ -136,7 +136,11 @@ def test_summary_existing_list_not_created_this_run() -> None:
         ),
         ("failed", 17, ", FAILED 17 identifiers"),
         ("pinterest_status", "TOO_SMALL", ", Pinterest status TOO_SMALL"),
-        ("mirror", {"b": 2, "a": 1}, ", mirror a=1, b=2"),
+        (
+            "mirror",
+            {"before": 5, "added": 2, "removed": 1, "unchanged": 4, "after": 6},
+            "; mirror: 5 members before, 2 added, 1 removed, 4 unchanged, 6 after",
+        ),
         ("already_absent", 3, ", 3 removals not needed (no list yet)"),
         ("skipped", Counter({"z": 1, "a": 9}), ", skipped a=9, z=1"),
     ],
@@ -163,7 +167,7 @@ def test_log_summary_logs_each_line(caplog: pytest.LogCaptureFixture) -> None:
 
 def test_to_dict() -> None:
     report = _filled(RunReport())
-    report.audience("vip").mirror = {"members": 5}
+    report.audience("vip").mirror = {"before": 5}
     report.audience("vip").rejected_by_pinterest["INVALID"] += 1
     assert report.to_dict() == {
         "dry_run": False,
@@ -191,7 +195,7 @@ def test_to_dict() -> None:
                 "skipped": {"email_malformed": 3},
                 "rejected_by_pinterest": {"INVALID": 1},
                 "pinterest_status": None,
-                "mirror": {"members": 5},
+                "mirror": {"before": 5},
             },
             {
                 "audience": "churned",
