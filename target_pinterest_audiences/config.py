@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import importlib.util
 import ipaddress
+import json
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -186,6 +187,22 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         "audience's members, send no removal at all and fail (1.0 turns the guard off).",
     ),
     th.Property(
+        "report_list_status",
+        th.BooleanType,
+        default=True,
+        title="Report list status",
+        description="After the run, read each touched list back and report Pinterest's status "
+        "(PROCESSING, READY, TOO_SMALL, UPLOADING); warn when a list is TOO_SMALL.",
+    ),
+    th.Property(
+        "progress_interval_seconds",
+        th.NumberType(minimum=0),
+        default=60,
+        title="Progress interval",
+        description="Log a progress line (records read, identifiers sent, rate) this often; "
+        "0 turns it off.",
+    ),
+    th.Property(
         "reject_file",
         th.StringType(min_length=1),
         title="Reject file",
@@ -229,6 +246,8 @@ class Settings:
     ledger_path: Path = Path(DEFAULT_LEDGER_PATH)
     ledger_url: str | None = None
     max_removal_fraction: float = 0.5
+    report_list_status: bool = True
+    progress_interval_seconds: float = 60.0
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | Any) -> Settings:
@@ -265,6 +284,8 @@ class Settings:
             ledger_path=Path(str(get("ledger_path"))),
             ledger_url=config.get("ledger_url"),
             max_removal_fraction=float(get("max_removal_fraction")),
+            report_list_status=bool(get("report_list_status")),
+            progress_interval_seconds=float(get("progress_interval_seconds")),
         )
 
     @property
@@ -367,3 +388,28 @@ def api_url_problem(url: str) -> str | None:
             "sent in clear text)"
         )
     return "must be an https:// URL such as " + DEFAULT_API_URL
+
+
+def reference_markdown(schema: dict[str, Any] = CONFIG_SCHEMA) -> str:
+    """The README's settings table, generated from the schema so the two cannot drift."""
+    rows = ["| Setting | Type | Default | Description |", "|---|---|---|---|"]
+    required = set(schema.get("required", []))
+    for name, spec in schema["properties"].items():
+        types = spec.get("type", "object")
+        kinds = [t for t in (types if isinstance(types, list) else [types]) if t != "null"]
+        kind = "/".join(kinds)
+        if "enum" in spec:
+            kind += " (" + ", ".join(f"`{value}`" for value in spec["enum"]) + ")"
+        notes = []
+        if name in required:
+            notes.append("**required**")
+        if spec.get("secret"):
+            notes.append("**secret**")
+        default = spec.get("default")
+        shown = "" if default is None else f"`{json.dumps(default)}`"
+        description = " ".join(str(spec.get("description", "")).split())
+        tagged = ", ".join(notes)
+        rows.append(
+            f"| `{name}` | {kind}{' ' + tagged if tagged else ''} | {shown} | {description} |"
+        )
+    return "\n".join(rows) + "\n"

@@ -6,6 +6,9 @@ tried in this order:
 1. Explicit form: the record has ``audience_key`` and/or ``in_audience``. The audience is
    ``audience_key`` (default: the stream name); ``in_audience`` (default true) says add or
    remove.
+Segment payloads (identify/track, nested or as warehouse rows) are first rewritten into
+these fields; see :mod:`segment`.
+
 2. Engage form (Segment Engage identify traits): every other top-level boolean property is
    an audience flag, ``{"email": "a@b.com", "order_completed_last_30days": true}``.
 3. Otherwise the record adds the user to the audience named after the stream.
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from target_pinterest_audiences import segment
 from target_pinterest_audiences.identifiers import HASHERS, IdentifierKind, Rejected
 
 AUDIENCE_KEY = "audience_key"
@@ -120,8 +124,12 @@ def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[
 
 
 def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
-    """Apply the whole contract to one record."""
+    """Apply the whole contract to one record (Segment payloads are rewritten first)."""
+    extra_rejected: list[str] = []
+    if segment.is_segment_payload(record):
+        record, extra_rejected = segment.to_contract(record)
     hashes, rejected = hash_identifiers(record)
+    rejected += extra_rejected
     changes = audience_changes(stream_name, record)
     if isinstance(changes, str):
         return Membership(rejected=rejected, skip_reason=changes)

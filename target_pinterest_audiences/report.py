@@ -117,7 +117,7 @@ class RunReport:
             lines.append(line)
         for audience in self.audiences.values():
             if self.dry_run:
-                where = "list resolved at run time"
+                where = "list found by name, or created, on a real run"
             else:
                 created = ", created this run" if audience.list_created else ""
                 where = f"list {audience.list_id or 'not created'}{created}"

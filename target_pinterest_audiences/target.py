@@ -18,6 +18,7 @@ from pathlib import Path
 from types import FrameType
 from typing import IO, Any
 
+import click
 from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
@@ -40,6 +41,8 @@ from target_pinterest_audiences.customer_lists import CustomerLists
 from target_pinterest_audiences.errors import InputError, SyncFailedError, TargetError
 from target_pinterest_audiences.ledger import open_ledger
 from target_pinterest_audiences.mirror import MirrorSync
+from target_pinterest_audiences.preflight import check_connection, config_problems
+from target_pinterest_audiences.progress import ProgressLogger
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectSink
 from target_pinterest_audiences.report import RunReport
@@ -102,6 +105,7 @@ class TargetPinterestAudiences(Target):
         self.run_report = RunReport(dry_run=self.settings.dry_run)
         self.rejects = RejectSink(self.settings.reject_file)
         self.client: PinterestClient | None = None
+        self.lists: CustomerLists | None = None
         self.mirror: MirrorSync | None = None
         if self.settings.mirror:
             ledger = open_ledger(
@@ -117,6 +121,8 @@ class TargetPinterestAudiences(Target):
                 dry_run=self.settings.dry_run,
             )
         self.uploader = self._build_uploader()
+        self.progress = ProgressLogger(self.run_report, self.settings.progress_interval_seconds)
+        self.progress.start()
         self._finished = False
 
     @classmethod
@@ -170,6 +176,7 @@ class TargetPinterestAudiences(Target):
                 read_pacer=Pacer(ADS_READ_REQUESTS_PER_SECOND),
             )
             lists = CustomerLists(self.client, settings.ad_account_id)
+        self.lists = lists
         return Uploader(
             lists,
             self.run_report,
@@ -269,14 +276,41 @@ class TargetPinterestAudiences(Target):
                 self.mirror.apply(self.uploader)
             super().process_endofpipe()
             self.uploader.flush()
+            self._read_back_lists()
         finally:
             self.finish()
+
+    def _read_back_lists(self) -> None:
+        """Put Pinterest's own status of every touched list next to our counts.
+
+        Pinterest matches uploads asynchronously and a list below 100 matched users
+        (TOO_SMALL) cannot be targeted; users should hear that from the sync, not from a
+        campaign that never delivers.
+        """
+        if self.lists is None or not self.settings.report_list_status:
+            return
+        for audience, list_id in self.uploader.list_ids().items():
+            try:
+                status = self.lists.get(list_id).get("status")
+            except TargetError as exc:
+                self.logger.warning("Could not read back list %s: %s", list_id, exc)
+                continue
+            with self.run_report.lock:
+                self.run_report.audience(audience).pinterest_status = status
+            if status == "TOO_SMALL":
+                self.logger.warning(
+                    "List '%s' (%s) is TOO_SMALL: it has fewer than 100 matched Pinterest "
+                    "users and cannot be targeted until it grows",
+                    audience,
+                    list_id,
+                )
 
     def finish(self) -> None:
         """Close resources and report (runs once, on success or failure)."""
         if self._finished:
             return
         self._finished = True
+        self.progress.stop()
         self.uploader.close()
         if self.client is not None:
             self.client.close()
@@ -315,6 +349,28 @@ class TargetPinterestAudiences(Target):
         sys.exit(code)
 
     @classmethod
+    def get_singer_command(cls) -> click.Command:
+        """The SDK's command, plus the two checks a CI pipeline runs before a deploy."""
+        command = super().get_singer_command()
+        command.params.extend(
+            [
+                click.Option(
+                    ["--validate-config"],
+                    is_flag=True,
+                    help="Validate the config (schema and cross-field rules), print what is "
+                    "wrong per key, exit 0 or 1. Reads no input, sends nothing.",
+                ),
+                click.Option(
+                    ["--check-connection"],
+                    is_flag=True,
+                    help="Validate the config, then read the ad account and one page of "
+                    "customer lists to check the token, its scopes and the ad account.",
+                ),
+            ]
+        )
+        return command
+
+    @classmethod
     def invoke(  # type: ignore[override]
         cls,
         *,
@@ -322,17 +378,48 @@ class TargetPinterestAudiences(Target):
         about_format: str | None = None,
         config: _ConfigInput | None = None,
         file_input: IO[str] | None = None,
+        validate_config: bool = False,
+        check_connection: bool = False,
     ) -> None:
         """Run the target; expected failures print a clear message and exit 1."""
         PluginBase.invoke.__func__(cls, about=about, about_format=about_format)  # type: ignore[attr-defined]
         cls.print_version(print_fn=cls.logger.info)
         config = config or _ConfigInput()
+        if validate_config or check_connection:
+            sys.exit(cls.preflight(config, connect=check_connection))
         target = cls(config=config.config, validate_config=True, parse_env_config=config.parse_env)
         try:
             target.listen(file_input)
         except _FATAL_INPUT_ERRORS as exc:
             target.stop_after_failure(exc)
             sys.exit(1)
+
+    @classmethod
+    def preflight(cls, config_input: _ConfigInput, *, connect: bool) -> int:
+        """``--validate-config`` / ``--check-connection``: print findings, return exit code."""
+        redactor = redaction.Redactor()
+        redaction.install(redactor)
+        config = dict(config_input.config)
+        if config_input.parse_env:
+            config.update(cls._env_var_config)
+        schema = copy.deepcopy(cls.config_jsonschema)
+        cls.append_builtin_config(schema)
+        problems = config_problems(config, schema)
+        for problem in problems:
+            print(f"FAIL {problem}")
+        if problems:
+            print(f"Config is invalid: {len(problems)} problem(s).")
+            return 1
+        print("OK   config is valid")
+        if not connect:
+            return 0
+        settings = Settings.from_config(config)
+        for secret in settings.secrets():
+            redactor.add_secret(secret)
+        checks = check_connection(settings)
+        for check in checks:
+            print(redactor.scrub(str(check)))
+        return 0 if all(check.ok for check in checks) else 1
 
     def stop_after_failure(self, exc: BaseException) -> None:
         """Report a failure that stops the run, after delivering what can be delivered.

@@ -112,6 +112,8 @@ class TokenProvider:
         self._lock = threading.Lock()
         self._access_token = access_token
         self._expires_at: float | None = None
+        self.granted_scopes: str | None = None
+        """The scopes Pinterest reported for the last refreshed token, if any."""
         self._refresh_token = app.refresh_token if app else None
         if store is not None:
             saved = store.load()
@@ -180,6 +182,7 @@ class TokenProvider:
             raise AuthenticationError(msg, status=response.status_code)
         body = response.json()
         access_token = str(body["access_token"])
+        self.granted_scopes = str(body["scope"]) if body.get("scope") else None
         self._on_new_secret(access_token)
         new_refresh = body.get("refresh_token")
         if new_refresh:

@@ -13,6 +13,7 @@ definition in step with the target's own settings schema and ``--about`` output.
 from __future__ import annotations
 
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -96,6 +97,8 @@ def about() -> dict[str, Any]:
 def expected_kind(prop: dict[str, Any]) -> str:
     if prop.get("secret"):
         return "password"
+    if "enum" in prop:
+        return "options"
     types = set(prop["type"] if isinstance(prop["type"], list) else [prop["type"]]) - {"null"}
     (json_type,) = types
     return {"string": "string", "boolean": "boolean", "integer": "integer", "number": "decimal"}[
@@ -126,6 +129,25 @@ def test_meltano_yml_settings_match_the_config_schema() -> None:
         else:
             flattened.add(name)
     assert set(settings) == flattened
+
+
+def test_plugin_settings_are_generated_from_the_schema() -> None:
+    """tools/sync_plugin_settings.py would change nothing: meltano.yml and the Hub agree."""
+    spec = importlib.util.spec_from_file_location(
+        "sync_plugin_settings", REPO / "tools" / "sync_plugin_settings.py"
+    )
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    meltano_text = (REPO / "meltano.yml").read_text(encoding="utf-8")
+    assert module.render_meltano_yml(meltano_text) == meltano_text, (
+        "run python tools/sync_plugin_settings.py"
+    )
+    settings = project_loader()["settings"]
+    for hub_path in HUB_DIR.glob("*.yml"):
+        hub_text = hub_path.read_text(encoding="utf-8")
+        assert module.render_hub(hub_text, settings) == hub_text
 
 
 def test_meltano_yml_capabilities_and_groups_match_the_target() -> None:

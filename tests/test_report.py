@@ -102,12 +102,12 @@ def test_summary_lines_dry_run_says_would() -> None:
     lines = report.summary_lines()
     assert lines[0].startswith("Stream 'users': 10 records read, 7 used")
     assert lines[1] == (
-        "Audience 'vip' (list resolved at run time): would add 5, would remove 2, "
-        "would send 3 requests, skipped email_malformed=3"
+        "Audience 'vip' (list found by name, or created, on a real run): would add 5, "
+        "would remove 2, would send 3 requests, skipped email_malformed=3"
     )
     assert lines[2].startswith(
-        "Audience 'churned' (list resolved at run time): would add 0, would remove 4, "
-        "would send 0 requests"
+        "Audience 'churned' (list found by name, or created, on a real run): would add 0, "
+        "would remove 4, would send 0 requests"
     )
     for line in lines[1:]:
         assert " add " not in line.replace("would add ", "")
