@@ -12,8 +12,10 @@ before the contract is applied:
   {"traits": {"email": ...}, "device": ...}}`` -> explicit form (``audience_key``,
   ``in_audience``);
 - warehouse rows (``identifies`` / ``tracks`` tables): columns are flattened, so the
-  device is ``context_device_advertising_id`` with ``context_device_type``, and traits
-  are top-level columns (already the contract's Engage form).
+  device is ``context_device_advertising_id`` with ``context_device_type``, the email may
+  be ``context_traits_email``, traits are top-level columns (the contract's Engage form),
+  and a tracks row's ``audience_key`` with its flag column (or ``event`` /
+  ``event_text``) gives the explicit form.
 
 ``context.device.type`` decides the identifier: ``ios`` -> ``ios_idfa``, ``android`` ->
 ``android_id``; any other type is reported as ``device_type_unknown`` and the ID is not
@@ -37,6 +39,7 @@ _ENTERED = "Audience Entered"
 _EXITED = "Audience Exited"
 _WAREHOUSE_DEVICE_ID = "context_device_advertising_id"
 _WAREHOUSE_DEVICE_TYPE = "context_device_type"
+_WAREHOUSE_EMAIL = "context_traits_email"
 
 
 def is_segment_payload(record: dict[str, Any]) -> bool:
@@ -46,6 +49,7 @@ def is_segment_payload(record: dict[str, Any]) -> bool:
         or isinstance(record.get("properties"), dict)
         or isinstance(record.get("context"), dict)
         or _WAREHOUSE_DEVICE_ID in record
+        or _WAREHOUSE_EMAIL in record
     )
 
 
@@ -62,16 +66,23 @@ def to_contract(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
 
     contract: dict[str, Any] = {}
     rejected: list[str] = []
+    warehouse_row = not isinstance(traits, dict) and not isinstance(properties, dict)
     if isinstance(traits, dict):
         contract.update(traits)
-    elif not isinstance(properties, dict):
-        # Warehouse row: traits are top-level columns already; drop the context columns.
+        for key in (AUDIENCE_KEY, IN_AUDIENCE):
+            if key in record:
+                contract[key] = record[key]
+    elif warehouse_row:
+        # Traits and properties are top-level columns already; drop the context columns.
         contract.update(
             (key, value) for key, value in record.items() if not key.startswith("context_")
         )
+        properties = contract  # a tracks-table row: audience_key and the flag are columns
     for name in IDENTIFIER_FIELDS:
         if contract.get(name) is None:
-            value = record.get(name) if record.get(name) is not None else context_traits.get(name)
+            value = record.get(name)
+            if value is None:
+                value = context_traits.get(name, record.get(f"context_traits_{name}"))
             if value is not None:
                 contract[name] = value
 
@@ -88,8 +99,11 @@ def to_contract(record: dict[str, Any]) -> tuple[dict[str, Any], list[str]]:
         audience = properties[AUDIENCE_KEY]
         contract[AUDIENCE_KEY] = audience
         flag = properties.get(audience) if isinstance(audience, str) else None
+        event = record.get("event", record.get("event_text"))
         if isinstance(flag, bool):
             contract[IN_AUDIENCE] = flag
-        elif record.get("event") in (_ENTERED, _EXITED):
-            contract[IN_AUDIENCE] = record.get("event") == _ENTERED
+        elif event in (_ENTERED, _EXITED):
+            contract[IN_AUDIENCE] = event == _ENTERED
+        if isinstance(audience, str) and warehouse_row:
+            contract.pop(audience, None)  # the flag column is not a second audience
     return contract, rejected
