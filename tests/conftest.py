@@ -8,6 +8,9 @@ import pytest
 
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
 
+# A throwaway PostgreSQL server on 127.0.0.1 for the PostgreSQL ledger's tests.
+pytest_plugins = ["postgres_server"]
+
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:

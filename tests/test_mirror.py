@@ -317,3 +317,22 @@ def test_two_streams_feeding_one_audience_are_one_snapshot(
     assert run.returncode == 0, run.stderr
     assert members_by_name(emulator) == {"vip": hashes(users(0, 1, 10, 11))}
     assert len(lists_by_name(emulator)) == 1
+
+
+def test_three_snapshots_with_the_ledger_in_postgresql(
+    emulator: Emulator, tmp_path: Path, fresh_postgres_url: str
+) -> None:
+    """Ephemeral machines: the ledger lives in PostgreSQL; no local ledger file is made."""
+    for members in (users(*range(0, 60)), users(*range(20, 80)), users(*range(20, 50))):
+        run, _ = mirror_run(
+            emulator,
+            tmp_path,
+            {"vip": members},
+            ledger_url=fresh_postgres_url,
+            max_removal_fraction=1.0,
+        )
+        assert run.returncode == 0, run.stderr
+        assert members_by_name(emulator) == {"vip": hashes(members)}
+        assert "PostgreSQL ledger on 127.0.0.1" in run.stderr
+    assert not (tmp_path / "ledger").exists()
+    assert fresh_postgres_url not in run.output  # ledger_url is a secret
