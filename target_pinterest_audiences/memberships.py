@@ -60,8 +60,24 @@ class Membership:
     skip_reason: str | None = None
 
 
+# Audience names repeat on every record; remember the valid ones (bounded, names are few).
+_VALID_AUDIENCE_KEYS: set[str] = set()
+_VALID_AUDIENCE_KEYS_MAX = 100_000
+_FIELD_HASHERS = tuple((kind.value, hasher) for kind, hasher in HASHERS.items())
+
+
 def audience_key_problem(key: object) -> str | None:
     """Return why ``key`` cannot name a Pinterest customer list, or None if it can."""
+    if isinstance(key, str) and key in _VALID_AUDIENCE_KEYS:
+        return None
+    problem = _audience_key_problem(key)
+    if problem is None and len(_VALID_AUDIENCE_KEYS) < _VALID_AUDIENCE_KEYS_MAX:
+        assert isinstance(key, str)
+        _VALID_AUDIENCE_KEYS.add(key)
+    return problem
+
+
+def _audience_key_problem(key: object) -> str | None:
     if not isinstance(key, str):
         return AUDIENCE_KEY_NOT_A_STRING
     stripped = key.strip()
@@ -82,8 +98,8 @@ def hash_identifiers(record: dict[str, object]) -> tuple[list[str], list[str]]:
     """
     hashes: list[str] = []
     rejected: list[str] = []
-    for kind, hasher in HASHERS.items():
-        value = record.get(kind.value)
+    for name, hasher in _FIELD_HASHERS:
+        value = record.get(name)
         if value is None:
             continue
         result = hasher(value)

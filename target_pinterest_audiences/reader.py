@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import sys
 from collections import Counter, defaultdict
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Iterable
 from typing import IO, Any
 
 import msgspec
@@ -67,6 +67,11 @@ class NumberedSingerReader(MsgSpecReader):
             )
             raise InvalidInputLine(msg)
 
+    def _unknown_type(self, message_type: object) -> str:
+        if not isinstance(message_type, str):
+            return f"input line {self.line_number}: message has no 'type'"
+        return f"input line {self.line_number}: unknown Singer message type '{message_type}'"
+
     def process_lines(
         self,
         file_input: IO[str] | IO[bytes] | None,
@@ -74,30 +79,24 @@ class NumberedSingerReader(MsgSpecReader):
     ) -> Counter[str]:
         """Dispatch each message to its callback, skipping blank lines."""
         stats: dict[str, int] = defaultdict(int)
-        lines: Iterator[str | bytes] = iter(file_input or self.default_input)
-        while True:
-            try:
-                line = next(lines)
-            except StopIteration:
-                break
-            except UnicodeDecodeError as exc:
-                msg = (
-                    f"input line {self.line_number + 1} is not valid UTF-8 (byte "
-                    f"{exc.start}); Singer messages are UTF-8 JSON; stopping"
-                )
-                raise InputError(msg) from None
-            self.line_number += 1
-            if not line.strip():
-                continue
-            message = self.deserialize_json(line)
-            message_type = message.get("type")
-            if not isinstance(message_type, str):
-                msg = f"input line {self.line_number}: message has no 'type'"
-                raise InvalidInputLine(msg)
-            callback = callbacks.get(message_type)
-            if callback is None:
-                msg = f"input line {self.line_number}: unknown Singer message type '{message_type}'"
-                raise InvalidInputLine(msg)
-            callback(message)
-            stats[message_type] += 1
+        lines: Iterable[str | bytes] = file_input or self.default_input
+        decode = self.deserialize_json
+        try:
+            for line in lines:
+                self.line_number += 1
+                if line.isspace():
+                    continue
+                message = decode(line)
+                message_type = message.get("type")
+                callback = callbacks.get(message_type) if isinstance(message_type, str) else None
+                if callback is None:
+                    raise InvalidInputLine(self._unknown_type(message_type))
+                callback(message)
+                stats[message_type] += 1  # type: ignore[index]
+        except UnicodeDecodeError as exc:  # text input (--input): the decoder found it
+            msg = (
+                f"input line {self.line_number + 1} is not valid UTF-8 (byte {exc.start}); "
+                "Singer messages are UTF-8 JSON; stopping"
+            )
+            raise InputError(msg) from None
         return Counter(stats)

@@ -20,7 +20,7 @@ if TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
     from target_pinterest_audiences.mirror import MirrorSync
-    from target_pinterest_audiences.report import RunReport
+    from target_pinterest_audiences.report import RunReport, StreamReport
     from target_pinterest_audiences.uploader import Uploader
 
 
@@ -50,12 +50,16 @@ class AudienceSink(Sink):
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         self._target_ref = target
+        self._uncounted = 0
         super().__init__(target, *args, **kwargs)
 
-    def accept(self, record: dict[str, Any], source_stream: str, record_number: int) -> None:
-        """Read one record of ``source_stream`` (numbered from 1) into audience changes."""
-        stream_report = self.run_report.stream(source_stream)
+    def accept(
+        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
+    ) -> None:
+        """Read one record (numbered from 1 in its input stream) into audience changes."""
+        self._uncounted += 1
         membership = read_membership(self.stream_name, record)
+        source_stream = stream_report.name
         for reason in membership.rejected:
             stream_report.identifiers_rejected[reason] += 1
             self.rejects.write(source_stream, record_number, reason, record)
@@ -78,11 +82,22 @@ class AudienceSink(Sink):
             else:
                 self.uploader.change(audience, membership.hashes, member)
 
+    def count_records(self) -> None:
+        """Report records read to the SDK's record-count metric (batched: it reads the clock)."""
+        if self._uncounted:
+            self.record_counter_metric.increment(self._uncounted)
+            self._uncounted = 0
+
+    def clean_up(self) -> None:
+        """Flush the record count, then let the SDK log the final metric."""
+        self.count_records()
+        super().clean_up()
+
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         """SDK entry point (used by its batch-file path); the target calls :meth:`accept`."""
         report = self.run_report.stream(self.stream_name)
         report.records += 1
-        self.accept(record, self.stream_name, report.records)
+        self.accept(record, report, report.records)
 
     def process_batch(self, context: dict[str, Any]) -> None:
         """Nothing is buffered in the sink; see the module docstring."""

@@ -14,6 +14,8 @@ from __future__ import annotations
 import copy
 import logging
 import sys
+import time
+from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
 from typing import IO, Any
@@ -26,6 +28,7 @@ from singer_sdk.exceptions import (
     RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.mapper import SameRecordTransform, StreamMap
 from singer_sdk.plugin_base import PluginBase, _ConfigInput
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -45,13 +48,25 @@ from target_pinterest_audiences.preflight import check_connection, config_proble
 from target_pinterest_audiences.progress import ProgressLogger
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectSink
-from target_pinterest_audiences.report import RunReport
+from target_pinterest_audiences.report import RunReport, StreamReport
 from target_pinterest_audiences.sinks import AudienceSink
 from target_pinterest_audiences.tokens import OAuthApp, TokenProvider, TokenStore
 from target_pinterest_audiences.uploader import Uploader
 
 # Pinterest's published ads_read limit for standard access: 1,000 requests per minute.
 ADS_READ_REQUESTS_PER_SECOND = 1000 / 60
+
+# How often the record path looks at the clock (for the checkpoint interval and metrics).
+_AGE_CHECK_SECONDS = 0.25
+
+
+@dataclass
+class _Route:
+    """One input stream's counters and the sinks (through their maps) its records feed."""
+
+    report: StreamReport
+    destinations: list[tuple[StreamMap | None, AudienceSink, tuple[str, ...]]]
+
 
 # Input problems that stop the run; reported as a message, not a traceback.
 _FATAL_INPUT_ERRORS = (
@@ -124,6 +139,8 @@ class TargetPinterestAudiences(Target):
         self.progress = ProgressLogger(self.run_report, self.settings.progress_interval_seconds)
         self.progress.start()
         self._finished = False
+        self._routes: dict[str, _Route] = {}
+        self._next_age_check = 0.0
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
@@ -200,49 +217,71 @@ class TargetPinterestAudiences(Target):
         Keeps its semantics that matter here: stream maps, RECORD-before-SCHEMA and key
         property errors, the record-count metric, and the max-age drain. Drops the
         per-record JSON-schema validation, timestamp parsing and metadata columns, which
-        cost most of the time and are meaningless for an audience list.
+        cost most of the time and are meaningless for an audience list, and looks up the
+        stream's maps and sinks once per SCHEMA instead of once per record.
         """
         stream = message_dict.get("stream")
         record = message_dict.get("record")
-        if not isinstance(stream, str):
-            msg = f"input line {self._line_number}: a RECORD needs a 'stream' string"
-            raise InputError(msg)
-        stream_report = self.run_report.stream(stream)
-        stream_report.records += 1
-        number = stream_report.records
+        route = self._routes.get(stream) if isinstance(stream, str) else None
+        if route is None:
+            route = self._route(stream)
+        route.report.records += 1
+        number = route.report.records
         if not isinstance(record, dict):
             msg = (
                 f"stream '{stream}', record {number} (input line {self._line_number}): the "
                 "RECORD message has no 'record' object"
             )
             raise InputError(msg)
-        stream_maps = self.mapper.stream_maps.get(stream)
-        if stream_maps is None:
-            msg = (
-                f"stream '{stream}', record {number} (input line {self._line_number}): a RECORD "
-                "arrived before the stream's SCHEMA message; check the tap's output"
-            )
-            raise RecordsWithoutSchemaException(msg)
-        for stream_map in stream_maps:
-            transformed = stream_map.transform(
-                copy.copy(record) if len(stream_maps) > 1 else record
-            )
+        for stream_map, sink, keys in route.destinations:
+            transformed: dict[str, Any] | None = record
+            if stream_map is not None:
+                transformed = stream_map.transform(copy.copy(record))
             if transformed is None:
                 continue
-            sink = self._sinks_active.get(stream_map.stream_alias)
-            if not isinstance(sink, AudienceSink):
-                msg = f"stream '{stream_map.stream_alias}' has no SCHEMA (record {number})"
-                raise RecordsWithoutSchemaException(msg)
-            keys = sink.key_properties
             if keys and any(key not in transformed for key in keys):
                 msg = (
                     f"stream '{stream}', record {number} (input line {self._line_number}) "
                     f"lacks key properties {list(keys)} declared by its SCHEMA"
                 )
                 raise MissingKeyPropertiesError(msg)
-            sink.accept(transformed, stream, number)
-            sink.record_counter_metric.increment()
-        self._handle_max_record_age()
+            sink.accept(transformed, route.report, number)
+        if time.monotonic() >= self._next_age_check:
+            self._next_age_check = time.monotonic() + _AGE_CHECK_SECONDS
+            for _, sink, _ in route.destinations:
+                sink.count_records()
+            self._handle_max_record_age()
+
+    def _route(self, stream: object) -> _Route:
+        """Where records of ``stream`` go; raises the SDK's errors for unknown streams."""
+        if not isinstance(stream, str):
+            msg = f"input line {self._line_number}: a RECORD needs a 'stream' string"
+            raise InputError(msg)
+        report = self.run_report.stream(stream)
+        stream_maps = self.mapper.stream_maps.get(stream)
+        if stream_maps is None:
+            msg = (
+                f"stream '{stream}', record {report.records + 1} (input line "
+                f"{self._line_number}): a RECORD arrived before the stream's SCHEMA message; "
+                "check the tap's output"
+            )
+            raise RecordsWithoutSchemaException(msg)
+        destinations = []
+        for stream_map in stream_maps:
+            sink = self._sinks_active.get(stream_map.stream_alias)
+            if not isinstance(sink, AudienceSink):
+                msg = f"stream '{stream_map.stream_alias}' has no SCHEMA"
+                raise RecordsWithoutSchemaException(msg)
+            # The SDK's default map with flattening off returns the record unchanged.
+            identity = isinstance(stream_map, SameRecordTransform) and not (
+                stream_map.flattening_enabled
+            )
+            destinations.append(
+                (None if identity else stream_map, sink, tuple(sink.key_properties))
+            )
+        route = _Route(report, destinations)
+        self._routes[stream] = route
+        return route
 
     def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
         """Check the SDK's requirements first, so the error names the stream."""
@@ -254,6 +293,7 @@ class TargetPinterestAudiences(Target):
                 "'schema' object with 'properties'"
             )
             raise InvalidInputLine(msg)
+        self._routes.clear()  # maps and sinks may be replaced for a new schema
         super()._process_schema_message(message_dict)
 
     # Checkpoints and the end of the run ----------------------------------------------
