@@ -124,7 +124,7 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     ),
     th.Property(
         "max_requests_per_second",
-        th.NumberType(exclusive_minimum=0, maximum=100),
+        th.NumberType(exclusive_minimum=0, maximum=1000),
         default=10,
         title="Max write requests per second",
         description="Ceiling on write requests per second (Pinterest allows at most 100 "

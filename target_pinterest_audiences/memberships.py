@@ -60,21 +60,33 @@ class Membership:
     skip_reason: str | None = None
 
 
-# Audience names repeat on every record; remember the valid ones (bounded, names are few).
-_VALID_AUDIENCE_KEYS: set[str] = set()
-_VALID_AUDIENCE_KEYS_MAX = 100_000
+# Audience names repeat on every record; remember the valid ones, stripped (bounded).
+_AUDIENCE_NAMES: dict[str, str] = {}
+_AUDIENCE_NAMES_MAX = 100_000
 _FIELD_HASHERS = tuple((kind.value, hasher) for kind, hasher in HASHERS.items())
 
 
 def audience_key_problem(key: object) -> str | None:
     """Return why ``key`` cannot name a Pinterest customer list, or None if it can."""
-    if isinstance(key, str) and key in _VALID_AUDIENCE_KEYS:
+    if isinstance(key, str) and key in _AUDIENCE_NAMES:
         return None
+    return _audience_key_problem(key)
+
+
+def audience_name(key: object) -> str:
+    """The list name for a valid audience key (stripped); raises ValueError if invalid."""
+    if isinstance(key, str):
+        name = _AUDIENCE_NAMES.get(key)
+        if name is not None:
+            return name
     problem = _audience_key_problem(key)
-    if problem is None and len(_VALID_AUDIENCE_KEYS) < _VALID_AUDIENCE_KEYS_MAX:
-        assert isinstance(key, str)
-        _VALID_AUDIENCE_KEYS.add(key)
-    return problem
+    if problem is not None:
+        raise ValueError(problem)
+    assert isinstance(key, str)
+    name = key.strip()
+    if len(_AUDIENCE_NAMES) < _AUDIENCE_NAMES_MAX:
+        _AUDIENCE_NAMES[key] = name
+    return name
 
 
 def _audience_key_problem(key: object) -> str | None:
@@ -121,19 +133,18 @@ def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[
             member = True
         if not isinstance(member, bool):
             return IN_AUDIENCE_NOT_BOOLEAN
-        problem = audience_key_problem(key)
-        if problem is not None:
-            return problem
-        assert isinstance(key, str)
-        return [(key.strip(), member)]
+        try:
+            return [(audience_name(key), member)]
+        except ValueError as problem:
+            return str(problem)
 
     flags: list[tuple[str, bool]] = []
     for name, value in record.items():
         if (value is True or value is False) and name not in CONTRACT_FIELDS:
-            problem = audience_key_problem(name)
-            if problem is not None:
-                return problem
-            flags.append((name.strip(), value))
+            try:
+                flags.append((audience_name(name), value))
+            except ValueError as problem:
+                return str(problem)
     if flags:
         return flags
     return [(stream_name, True)]
@@ -142,10 +153,11 @@ def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[
 def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
     """Apply the whole contract to one record (Segment payloads are rewritten first)."""
     extra_rejected: list[str] = []
-    if segment.is_segment_payload(record):
+    if not segment.SEGMENT_KEYS.isdisjoint(record) and segment.is_segment_payload(record):
         record, extra_rejected = segment.to_contract(record)
     hashes, rejected = hash_identifiers(record)
-    rejected += extra_rejected
+    if extra_rejected:
+        rejected += extra_rejected
     changes = audience_changes(stream_name, record)
     if isinstance(changes, str):
         return Membership(rejected=rejected, skip_reason=changes)

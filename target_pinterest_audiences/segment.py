@@ -40,14 +40,14 @@ _EXITED = "Audience Exited"
 _WAREHOUSE_DEVICE_ID = "context_device_advertising_id"
 _WAREHOUSE_DEVICE_TYPE = "context_device_type"
 _WAREHOUSE_EMAIL = "context_traits_email"
-_SEGMENT_KEYS = frozenset(
+SEGMENT_KEYS = frozenset(
     {"traits", "properties", "context", _WAREHOUSE_DEVICE_ID, _WAREHOUSE_EMAIL}
 )
 
 
 def is_segment_payload(record: dict[str, Any]) -> bool:
     """Cheap test, first on the hot path: does the record look like a Segment payload?"""
-    if _SEGMENT_KEYS.isdisjoint(record):
+    if SEGMENT_KEYS.isdisjoint(record):
         return False
     return (
         isinstance(record.get("traits"), dict)

@@ -65,7 +65,7 @@ class _Route:
     """One input stream's counters and the sinks (through their maps) its records feed."""
 
     report: StreamReport
-    destinations: list[tuple[StreamMap | None, AudienceSink, tuple[str, ...]]]
+    destinations: list[tuple[StreamMap | None, AudienceSink, frozenset[str]]]
 
 
 # Input problems that stop the run; reported as a message, not a traceback.
@@ -239,10 +239,10 @@ class TargetPinterestAudiences(Target):
                 transformed = stream_map.transform(copy.copy(record))
             if transformed is None:
                 continue
-            if keys and any(key not in transformed for key in keys):
+            if keys and not transformed.keys() >= keys:
                 msg = (
                     f"stream '{stream}', record {number} (input line {self._line_number}) "
-                    f"lacks key properties {list(keys)} declared by its SCHEMA"
+                    f"lacks key properties {sorted(keys)} declared by its SCHEMA"
                 )
                 raise MissingKeyPropertiesError(msg)
             sink.accept(transformed, route.report, number)
@@ -277,7 +277,7 @@ class TargetPinterestAudiences(Target):
                 stream_map.flattening_enabled
             )
             destinations.append(
-                (None if identity else stream_map, sink, tuple(sink.key_properties))
+                (None if identity else stream_map, sink, frozenset(sink.key_properties))
             )
         route = _Route(report, destinations)
         self._routes[stream] = route

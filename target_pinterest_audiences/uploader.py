@@ -5,10 +5,11 @@ Changes arrive one user at a time. Per audience we keep two pending sets, "to ad
 wins and duplicates are sent once. A set that reaches ``records_per_request`` becomes one
 PATCH, sent by a pool of threads while the next records are read and hashed.
 
-Ordering: ADD and ADD commute, as do REMOVE and REMOVE, so requests of one kind for a list
-may overlap freely. An ADD and a REMOVE of the same user must not be reordered, so before a
-request of one kind is sent, every in-flight request of the other kind for that list has
-finished. A list being created blocks all other requests to it until it has an id.
+Ordering: ADD and ADD commute, as do REMOVE and REMOVE, and requests about different
+users commute whatever their kind. Only an ADD and a REMOVE of the same user must not be
+reordered, so a request waits only while a request of the other kind carrying one of its
+users is still in flight for that list. A list being created blocks other requests to it
+until it has an id.
 
 Nothing is acknowledged until Pinterest said 2xx. :meth:`Uploader.flush` sends what is
 pending and waits for every request; the target calls it before emitting STATE, which is
@@ -61,7 +62,8 @@ Sending = Callable[[str, Operation, list[str]], None]
 class _AudienceState:
     name: str
     pending: dict[Operation, set[str]] = field(default_factory=lambda: {ADD: set(), REMOVE: set()})
-    inflight: dict[Operation, int] = field(default_factory=lambda: {ADD: 0, REMOVE: 0})
+    # hash -> number of in-flight requests carrying it, per kind (bounded by the pool size).
+    inflight: dict[Operation, dict[str, int]] = field(default_factory=lambda: {ADD: {}, REMOVE: {}})
     resolved: bool = False
     list_id: str | None = None
     creating: bool = False
@@ -171,12 +173,13 @@ class Uploader:
             return
         if not state.resolved:
             self._resolve(state)
+        other = state.inflight[_OTHER[operation]]
         with self._cond:
             self._cond.wait_for(
                 lambda: (
                     not state.creating
-                    and state.inflight[_OTHER[operation]] == 0
                     and self._inflight_total < self._max_inflight
+                    and (not other or other.keys().isdisjoint(records))
                 )
             )
             self._raise_if_failed()
@@ -188,7 +191,9 @@ class Uploader:
                     return
                 state.creating = True
             task = self._write
-            state.inflight[operation] += 1
+            carried = state.inflight[operation]
+            for value in records:
+                carried[value] = carried.get(value, 0) + 1
             self._inflight_total += 1
         self._executor.submit(self._run, task, state, operation, records)
 
@@ -259,7 +264,13 @@ class Uploader:
                 self._errors.append(TargetError(f"unexpected {type(exc).__name__}: {exc}"))
         finally:
             with self._cond:
-                state.inflight[operation] -= 1
+                carried = state.inflight[operation]
+                for value in records:
+                    remaining = carried[value] - 1
+                    if remaining:
+                        carried[value] = remaining
+                    else:
+                        del carried[value]
                 self._inflight_total -= 1
                 state.creating = False
                 self._cond.notify_all()
@@ -318,7 +329,10 @@ class Uploader:
         assert self._lists is not None
         ref: ListRef = self._lists.create(state.name, records)
         with self._cond:
+            # Other requests to the list may go now; its audience is created meanwhile.
             state.list_id = ref.id
+            state.creating = False
+            self._cond.notify_all()
         with self._report.lock:
             report = self._report.audience(state.name)
             report.list_id = ref.id
