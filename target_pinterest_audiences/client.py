@@ -13,6 +13,7 @@ lost connection or a 5xx, because Pinterest may have applied them: the caller ge
 
 from __future__ import annotations
 
+import datetime
 import email.utils
 import logging
 import random
@@ -341,9 +342,13 @@ def _server_delay(headers: Mapping[str, str]) -> float | None:
         try:
             return max(0.0, float(retry_after))
         except ValueError:
-            parsed = email.utils.parsedate_to_datetime(retry_after)
-            if parsed is not None:
-                return max(0.0, parsed.timestamp() - time.time())
+            try:
+                parsed = email.utils.parsedate_to_datetime(retry_after)
+            except (TypeError, ValueError):  # unparseable: fall back to our own backoff
+                return None
+            if parsed.tzinfo is None:  # HTTP dates are GMT
+                parsed = parsed.replace(tzinfo=datetime.UTC)
+            return max(0.0, parsed.timestamp() - time.time())
     reset = headers.get("X-RateLimit-Reset")
     if reset:
         try:

@@ -1,7 +1,8 @@
 """The target's settings: JSON schema (for Meltano and --about), defaults, and checks.
 
 The schema is what Meltano shows users and what the SDK validates; the cross-field rules a
-schema cannot express (credentials, loopback-only plain HTTP) live in :func:`problems`.
+schema cannot express (credentials, loopback-only plain HTTP) live in
+:func:`cross_field_problems`.
 Error messages name the key and what is wrong, never the value: a mistyped secret must not
 end up in a CI log.
 """
@@ -11,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 import ipaddress
 import json
+import re
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -127,8 +129,9 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         th.NumberType(exclusive_minimum=0, maximum=1000),
         default=10,
         title="Max write requests per second",
-        description="Ceiling on write requests per second (Pinterest allows at most 100 "
-        "requests per second per user per app, and less per minute for ads_write).",
+        description="Ceiling on write requests per second. Pinterest's universal limit is 100 "
+        "requests per second per user per app, and ads_write has a lower per-minute limit; "
+        "on 429 the target slows down by itself.",
     ),
     th.Property(
         "max_retry_wait_seconds",
@@ -338,6 +341,15 @@ def _describe(error: jsonschema.ValidationError, key: str) -> str:
 def cross_field_problems(config: dict[str, Any] | Any) -> list[str]:
     """The rules a JSON schema cannot express."""
     problems = []
+    account = config.get("ad_account_id")
+    if (
+        isinstance(account, str)
+        and re.search(r"^\d+$", account)
+        and not (account.isascii() and account.isdigit())
+    ):
+        # What the schema's ^\d+$ lets through under Python's re: a trailing newline, or
+        # digits of other scripts.
+        problems.append("config['ad_account_id'] must contain only the digits 0-9")
     # Present-but-empty values are reported by the schema (minLength); do not repeat them.
     has_access = config.get("access_token") is not None
     refresh_present = [key for key in _REFRESH_KEYS if config.get(key) is not None]

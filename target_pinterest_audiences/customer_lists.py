@@ -8,7 +8,8 @@ is the list's name in Ads Manager.
 from __future__ import annotations
 
 import logging
-from collections.abc import Iterator, Sequence
+import time
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -22,6 +23,9 @@ PAGE_SIZE = 250
 
 Operation = Literal["ADD", "REMOVE"]
 
+# Creating is not idempotent, so it is retried only after looking; three looks at most.
+_CREATE_ATTEMPTS = 3
+
 
 @dataclass(frozen=True, slots=True)
 class ListRef:
@@ -34,8 +38,15 @@ class ListRef:
 class CustomerLists:
     """Find, create and update the customer lists of one ad account."""
 
-    def __init__(self, client: PinterestClient, ad_account_id: str) -> None:
+    def __init__(
+        self,
+        client: PinterestClient,
+        ad_account_id: str,
+        *,
+        sleep: Callable[[float], None] = time.sleep,
+    ) -> None:
         self._client = client
+        self._sleep = sleep
         self._base = f"/ad_accounts/{ad_account_id}"
         self.ad_account_id = ad_account_id
 
@@ -65,33 +76,38 @@ class CustomerLists:
     def create(self, name: str, records: Sequence[str]) -> ListRef:
         """Create a list seeded with ``records`` (Pinterest requires records on creation).
 
-        If the connection drops mid-request Pinterest may have created the list anyway;
-        look it up by name before trying again, so a retry never makes a second list.
+        If the connection drops, or Pinterest answers 5xx, the list may have been created
+        anyway: look it up by name before trying again, so a retry never makes a second
+        list. ``list_type`` EMAIL is Pinterest's default; its description says a list's
+        records may mix emails, MAIDs and IDFAs.
         """
         body = {"name": name, "records": ",".join(records), "list_type": "EMAIL"}
-        try:
-            created = self._client.request(
-                "POST", f"{self._base}/customer_lists", body=body, idempotent=False
-            )
-        except AmbiguousOutcomeError:
-            ids = self.ids_by_name().get(name, [])
-            if len(ids) > 1:
-                raise DuplicateListError(duplicate_message(name, ids)) from None
-            if ids:
-                logger.warning(
-                    "Creating list '%s' lost its answer, but the list exists (id %s); "
-                    "re-sending its first records to it",
-                    name,
-                    ids[0],
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                created = self._client.request(
+                    "POST", f"{self._base}/customer_lists", body=body, idempotent=False
                 )
-                ref = ListRef(id=ids[0], name=name)
-                self.update(ref.id, "ADD", records)
-                return ref
-            logger.warning("Creating list '%s' lost its answer and no list exists; retrying", name)
-            created = self._client.request(
-                "POST", f"{self._base}/customer_lists", body=body, idempotent=False
-            )
-        return ListRef(id=str(created["id"]), name=name)
+                return ListRef(id=str(created["id"]), name=name)
+            except AmbiguousOutcomeError as exc:
+                ids = self.ids_by_name().get(name, [])
+                if len(ids) > 1:
+                    raise DuplicateListError(duplicate_message(name, ids)) from None
+                if ids:
+                    logger.warning(
+                        "Creating list '%s' lost its answer, but the list exists (id %s); "
+                        "re-sending its first records to it",
+                        name,
+                        ids[0],
+                    )
+                    self.update(ids[0], "ADD", records)
+                    return ListRef(id=ids[0], name=name)
+                if attempt + 1 == _CREATE_ATTEMPTS:
+                    raise
+                logger.warning(
+                    "Creating list '%s' failed (%s); no list exists, retrying", name, exc
+                )
+                self._sleep(2.0**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
     def update(self, list_id: str, operation: Operation, records: Sequence[str]) -> None:
         """Add or remove records; both are idempotent on Pinterest, so retries are safe."""
@@ -119,7 +135,7 @@ class CustomerLists:
     def create_audience(self, name: str, list_id: str) -> str:
         """Create the CUSTOMER_LIST audience that makes the list targetable.
 
-        On a lost answer, look for an audience on this list before trying again.
+        On a lost answer or a 5xx, look for an audience on this list before trying again.
         """
         body = {
             "ad_account_id": self.ad_account_id,
@@ -128,18 +144,20 @@ class CustomerLists:
             "rule": {"customer_list_id": list_id},
             "description": "Created by target-pinterest-audiences",
         }
-        try:
-            created = self._client.request(
-                "POST", f"{self._base}/audiences", body=body, idempotent=False
-            )
-        except AmbiguousOutcomeError:
-            existing = self.audience_ids_by_list().get(list_id)
-            if existing:
-                return existing
-            created = self._client.request(
-                "POST", f"{self._base}/audiences", body=body, idempotent=False
-            )
-        return str(created["id"])
+        for attempt in range(_CREATE_ATTEMPTS):
+            try:
+                created = self._client.request(
+                    "POST", f"{self._base}/audiences", body=body, idempotent=False
+                )
+                return str(created["id"])
+            except AmbiguousOutcomeError:
+                existing = self.audience_ids_by_list().get(list_id)
+                if existing:
+                    return existing
+                if attempt + 1 == _CREATE_ATTEMPTS:
+                    raise
+                self._sleep(2.0**attempt)
+        raise AssertionError("unreachable")  # pragma: no cover
 
 
 def duplicate_message(name: str, ids: Sequence[str]) -> str:

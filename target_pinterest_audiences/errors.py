@@ -65,3 +65,15 @@ class SyncFailedError(TargetError):
 
 class RemovalGuardError(TargetError):
     """Mirror mode would remove more of an audience than the configured fraction."""
+
+
+class TerminationRequestedError(BaseException):
+    """SIGTERM/SIGINT arrived: unwind to the CLI entry point, which stops cleanly.
+
+    Raised only at safe points (between input lines). A BaseException, so that no
+    ``except Exception`` on the way swallows it.
+    """
+
+    def __init__(self, signum: int) -> None:
+        super().__init__(f"signal {signum}")
+        self.signum = signum

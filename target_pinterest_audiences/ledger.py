@@ -69,10 +69,23 @@ class Ledger:
 
     # Lists --------------------------------------------------------------------------
 
+    def _existing_key(self, audience: str) -> int | None:
+        """The audience's key if the ledger knows it; reads never create rows."""
+        with self._lock:
+            key = self._keys.get(audience)
+            if key is None:
+                row = self._execute(
+                    "SELECT list_key FROM ledger_lists WHERE ad_account_id = ? AND audience = ?",
+                    (self._account, audience),
+                ).fetchone()
+                if row is not None:
+                    key = self._keys[audience] = int(row[0])
+            return key
+
     def audience_key(self, audience: str) -> int:
         """The ledger's numeric key for an audience (created on first use)."""
         with self._lock:
-            key = self._keys.get(audience)
+            key = self._existing_key(audience)
             if key is not None:
                 return key
             self._execute(
@@ -141,7 +154,9 @@ class Ledger:
 
     def counts(self, audience: str) -> tuple[int, int]:
         """(confirmed rows, all rows) for ``audience``."""
-        key = self.audience_key(audience)
+        key = self._existing_key(audience)
+        if key is None:
+            return 0, 0
         with self._lock:
             row = self._execute(
                 "SELECT COALESCE(SUM(confirmed), 0), COUNT(*) FROM ledger_members "
@@ -152,7 +167,9 @@ class Ledger:
 
     def members(self, audience: str) -> Iterator[tuple[bytes, bool]]:
         """Every row of ``audience`` as (digest, confirmed), in digest order, streamed."""
-        key = self.audience_key(audience)
+        key = self._existing_key(audience)
+        if key is None:
+            return
         last = b""
         while True:
             with self._lock:
@@ -186,6 +203,8 @@ class Ledger:
         key = self.audience_key(audience)
         with self._lock:
             if self.list_id(audience) != list_id:
+                # A list created this run: its uncertain rows (marked before the create
+                # request) belong to it, so the id is set without voiding them.
                 self._execute(
                     "UPDATE ledger_lists SET list_id = ? WHERE list_key = ?", (list_id, key)
                 )

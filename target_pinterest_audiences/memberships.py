@@ -6,12 +6,12 @@ tried in this order:
 1. Explicit form: the record has ``audience_key`` and/or ``in_audience``. The audience is
    ``audience_key`` (default: the stream name); ``in_audience`` (default true) says add or
    remove.
-Segment payloads (identify/track, nested or as warehouse rows) are first rewritten into
-these fields; see :mod:`segment`.
-
 2. Engage form (Segment Engage identify traits): every other top-level boolean property is
    an audience flag, ``{"email": "a@b.com", "order_completed_last_30days": true}``.
 3. Otherwise the record adds the user to the audience named after the stream.
+
+Segment payloads (identify/track, nested or as warehouse rows) are first rewritten into
+these fields; see :mod:`segment`.
 
 Anything that cannot be used is reported with a reason code, never raised: a bad record
 must not cost the valid records around it.
@@ -22,12 +22,12 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 from target_pinterest_audiences import segment
-from target_pinterest_audiences.identifiers import HASHERS, IdentifierKind, Rejected
-
-AUDIENCE_KEY = "audience_key"
-IN_AUDIENCE = "in_audience"
-IDENTIFIER_FIELDS = frozenset(kind.value for kind in IdentifierKind)
-CONTRACT_FIELDS = IDENTIFIER_FIELDS | {AUDIENCE_KEY, IN_AUDIENCE}
+from target_pinterest_audiences.fields import (
+    AUDIENCE_KEY,
+    CONTRACT_FIELDS,
+    IN_AUDIENCE,
+)
+from target_pinterest_audiences.identifiers import HASHERS, Rejected
 
 # Pinterest documents no limit on customer list names; Ads Manager's name fields stop at
 # 255 characters, so a longer key would create a list nobody can rename in the UI. We
@@ -58,6 +58,8 @@ class Membership:
     changes: list[tuple[str, bool]] = field(default_factory=list)
     rejected: list[str] = field(default_factory=list)
     skip_reason: str | None = None
+    fields: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
+    """The record in the contract's fields (a Segment payload after rewriting)."""
 
 
 # Audience names repeat on every record; remember the valid ones, stripped (bounded).
@@ -160,8 +162,10 @@ def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
         rejected += extra_rejected
     changes = audience_changes(stream_name, record)
     if isinstance(changes, str):
-        return Membership(rejected=rejected, skip_reason=changes)
+        return Membership(rejected=rejected, skip_reason=changes, fields=record)
     if not hashes:
         # Keep the changes: the skip is reported against the audiences it would have hit.
-        return Membership(changes=changes, rejected=rejected, skip_reason=NO_VALID_IDENTIFIER)
-    return Membership(hashes=hashes, changes=changes, rejected=rejected)
+        return Membership(
+            changes=changes, rejected=rejected, skip_reason=NO_VALID_IDENTIFIER, fields=record
+        )
+    return Membership(hashes=hashes, changes=changes, rejected=rejected, fields=record)

@@ -24,7 +24,7 @@ import enum
 import logging
 import sqlite3
 import tempfile
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -58,8 +58,11 @@ class Snapshot:
             "CREATE TABLE seen (audience INTEGER NOT NULL, hash BLOB NOT NULL,"
             " present INTEGER NOT NULL, PRIMARY KEY (audience, hash)) WITHOUT ROWID"
         )
+        # Removals found by the merge wait here until the removal guard has passed.
+        self._db.execute("CREATE TABLE removals (audience TEXT NOT NULL, hash BLOB NOT NULL)")
         self._keys: dict[str, int] = {}
         self._pending: list[tuple[int, bytes, int]] = []
+        self._parked: list[tuple[str, bytes]] = []
         self.streams: dict[str, set[str]] = {}
 
     def observe_stream(self, stream: str) -> None:
@@ -104,6 +107,23 @@ class Snapshot:
             for (digest,) in rows:
                 yield bytes(digest)
             last = bytes(rows[-1][0])
+
+    def park_removal(self, audience: str, digest: bytes) -> None:
+        """Keep a removal for after the guard (on disk: there may be millions)."""
+        self._parked.append((audience, digest))
+        if len(self._parked) >= CHUNK_ROWS:
+            self._write_parked()
+
+    def _write_parked(self) -> None:
+        self._db.executemany("INSERT INTO removals VALUES (?, ?)", self._parked)
+        self._parked.clear()
+
+    def removals(self, audience: str) -> Iterator[list[str]]:
+        """The parked removals of ``audience``, as hex digests, in chunks."""
+        self._write_parked()
+        cursor = self._db.execute("SELECT hash FROM removals WHERE audience = ?", (audience,))
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            yield [bytes(digest).hex() for (digest,) in rows]
 
     def close(self) -> None:
         """Delete the scratch file."""
@@ -159,7 +179,20 @@ class MirrorSync:
         self._report = report
         self._max_removal_fraction = max_removal_fraction
         self._dry_run = dry_run
+        self.started = False
+        """Something may have been sent (the difference is being applied)."""
         self.applied = False
+        """The whole difference was applied: STATE may be emitted."""
+
+    # The record path feeds the snapshot.
+
+    def observe_stream(self, stream: str) -> None:
+        """A stream takes part in this run (it sent a SCHEMA), even without records."""
+        self.snapshot.observe_stream(stream)
+
+    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
+        """A snapshot row: the users ``hashes`` are (not) in ``audience``."""
+        self.snapshot.record(stream, audience, hashes, present)
 
     # Hooks for the uploader: the ledger is written around every request.
 
@@ -185,31 +218,11 @@ class MirrorSync:
 
     def _reconcile_list(self, audience: str, current_list_id: str | None) -> None:
         """Make the ledger describe the list Pinterest has now (dropping stale rows)."""
-        if self._dry_run:
-            return
         if current_list_id is None:
             # No list on Pinterest: nobody is in it, whatever the ledger remembers.
             self.ledger.forget(audience)
         else:
             self.ledger.set_list_id(audience, current_list_id)
-
-    def plan(self, resolve: Callable[[str], str | None]) -> list[AudiencePlan]:
-        """Count adds, removes and unchanged members per covered audience."""
-        plans = []
-        for audience in self.covered_audiences():
-            list_id = self.ledger.list_id(audience) if self._dry_run else resolve(audience)
-            self._reconcile_list(audience, list_id)
-            before, rows = self.ledger.counts(audience)
-            plan = AudiencePlan(audience, before=before, rows=rows)
-            for _, change in diff(self.ledger.members(audience), self.snapshot.present(audience)):
-                if change is Change.ADD:
-                    plan.add += 1
-                elif change is Change.REMOVE:
-                    plan.remove += 1
-                else:
-                    plan.unchanged += 1
-            plans.append(plan)
-        return plans
 
     def guard_violations(self, plans: list[AudiencePlan]) -> list[str]:
         """Audiences that would lose more than the allowed fraction of their ledger rows."""
@@ -223,29 +236,24 @@ class MirrorSync:
         ]
 
     def apply(self, uploader: Uploader) -> None:
-        """Plan, check the guard, send the difference, and record what the streams cover."""
-        plans = self.plan(uploader.resolve)
-        violations = self.guard_violations(plans)
-        for plan in plans:
-            send_removals = not violations
-            batch: dict[bool, list[str]] = {True: [], False: []}
-            for digest, change in diff(
-                self.ledger.members(plan.audience), self.snapshot.present(plan.audience)
-            ):
-                if change is Change.UNCHANGED or (change is Change.REMOVE and not send_removals):
-                    continue
-                member = change is Change.ADD
-                batch[member].append(digest.hex())
-                if len(batch[member]) >= CHUNK_ROWS:
-                    uploader.change(plan.audience, batch[member], member)
-                    batch[member] = []
-            for member, hashes in batch.items():
-                if hashes:
-                    uploader.change(plan.audience, hashes, member)
-        uploader.flush()
+        """Send the difference: additions as the merge finds them, removals after the guard.
+
+        One merge pass per audience sends the additions and parks the removals on disk;
+        only when every audience passed the removal guard are the removals sent.
+        """
         if not self._dry_run:
+            # Coverage first: if this run dies after sending, the next one still knows
+            # which stream these audiences belong to.
             for stream, named in self.snapshot.streams.items():
                 self.ledger.add_stream_audiences(stream, named)
+        self.started = True
+        plans = [self._merge(audience, uploader) for audience in self.covered_audiences()]
+        violations = self.guard_violations(plans)
+        if not violations and not self._dry_run:
+            for plan in plans:
+                for hashes in self.snapshot.removals(plan.audience):
+                    uploader.change(plan.audience, hashes, member=False)
+        uploader.flush()
         self._report_plans(plans, removals_sent=not violations)
         self.applied = True
         if violations:
@@ -256,21 +264,51 @@ class MirrorSync:
                 "truncated upstream query must not wipe a list; if these removals are "
                 "intended, re-run with a higher max_removal_fraction (1.0 turns the guard off)."
             )
-            raise RemovalGuardError(msg)
+            if self._dry_run:
+                logger.warning("Dry run: %s", msg)
+            else:
+                raise RemovalGuardError(msg)
+
+    def _merge(self, audience: str, uploader: Uploader) -> AudiencePlan:
+        """Diff one audience: send its additions now, park its removals, count everything."""
+        if self._dry_run:
+            list_id = self.ledger.list_id(audience)
+        else:
+            list_id = uploader.resolve(audience)
+            self._reconcile_list(audience, list_id)
+        before, rows = self.ledger.counts(audience)
+        plan = AudiencePlan(audience, before=before, rows=rows)
+        additions: list[str] = []
+        for digest, change in diff(self.ledger.members(audience), self.snapshot.present(audience)):
+            if change is Change.UNCHANGED:
+                plan.unchanged += 1
+            elif change is Change.REMOVE:
+                plan.remove += 1
+                self.snapshot.park_removal(audience, digest)
+            else:
+                plan.add += 1
+                additions.append(digest.hex())
+                if len(additions) >= CHUNK_ROWS:
+                    uploader.change(audience, additions, member=True)
+                    additions = []
+        if additions:
+            uploader.change(audience, additions, member=True)
+        return plan
 
     def _report_plans(self, plans: list[AudiencePlan], *, removals_sent: bool) -> None:
         for plan in plans:
+            removed = plan.remove if removals_sent else 0
             after = (
-                self.ledger.counts(plan.audience)[0]
-                if not self._dry_run
-                else plan.unchanged + plan.add
+                plan.unchanged + plan.add + (plan.remove - removed)
+                if self._dry_run
+                else self.ledger.counts(plan.audience)[0]
             )
             with self._report.lock:
                 self._report.audience(plan.audience).mirror = {
                     "before": plan.before,
                     "after": after,
                     "added": plan.add,
-                    "removed": plan.remove if removals_sent else 0,
+                    "removed": removed,
                     "unchanged": plan.unchanged,
                 }
 

@@ -20,7 +20,7 @@ from target_pinterest_audiences.errors import (
     PermissionDeniedError,
     TargetError,
 )
-from target_pinterest_audiences.tokens import OAuthApp, TokenProvider, TokenStore
+from target_pinterest_audiences.tokens import provider_for
 
 # A connection check should answer quickly, not wait out a rate limit for ten minutes.
 _CHECK_RETRY = RetryPolicy(max_attempts=3, max_total_wait_seconds=30)
@@ -44,22 +44,7 @@ def config_problems(config: dict[str, Any], schema: dict[str, Any]) -> list[str]
 
 def check_connection(settings: Settings) -> list[Check]:
     """Talk to Pinterest with ``settings`` and report what works and what does not."""
-    app = (
-        OAuthApp(
-            client_id=str(settings.client_id),
-            client_secret=str(settings.client_secret),
-            refresh_token=str(settings.refresh_token),
-            continuous_refresh=settings.continuous_refresh,
-        )
-        if settings.has_refresh_credentials
-        else None
-    )
-    tokens = TokenProvider(
-        token_url=f"{settings.api_url}/oauth/token",
-        access_token=settings.access_token,
-        app=app,
-        store=TokenStore(settings.token_store_path) if settings.token_store_path else None,
-    )
+    tokens = provider_for(settings)
     client = PinterestClient(settings.api_url, tokens, settings=ClientSettings(retry=_CHECK_RETRY))
     account = f"/ad_accounts/{settings.ad_account_id}"
     checks: list[Check] = []

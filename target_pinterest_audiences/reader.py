@@ -17,7 +17,7 @@ import msgspec
 from singer_sdk.contrib.msgspec import MsgSpecReader
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
-from target_pinterest_audiences.errors import InputError
+from target_pinterest_audiences.errors import InputError, TerminationRequestedError
 
 _decoder = msgspec.json.Decoder()
 
@@ -33,6 +33,10 @@ class NumberedSingerReader(MsgSpecReader):
     def __init__(self) -> None:
         super().__init__()
         self.line_number = 0
+        self.waiting_for_input = False
+        """True while blocked on the next line: a safe point to stop at."""
+        self.stop_signal: int | None = None
+        """Set by a signal handler; the reader stops after the current line."""
 
     @property
     def default_input(self) -> IO[bytes]:  # type: ignore[override]
@@ -81,10 +85,15 @@ class NumberedSingerReader(MsgSpecReader):
         stats: dict[str, int] = defaultdict(int)
         lines: Iterable[str | bytes] = file_input or self.default_input
         decode = self.deserialize_json
+        self.waiting_for_input = True
         try:
             for line in lines:
+                self.waiting_for_input = False
                 self.line_number += 1
+                if self.stop_signal is not None:  # arrived while the last line was processed
+                    raise TerminationRequestedError(self.stop_signal)
                 if line.isspace():
+                    self.waiting_for_input = True
                     continue
                 message = decode(line)
                 message_type = message.get("type")
@@ -93,10 +102,15 @@ class NumberedSingerReader(MsgSpecReader):
                     raise InvalidInputLine(self._unknown_type(message_type))
                 callback(message)
                 stats[message_type] += 1  # type: ignore[index]
+                if self.stop_signal is not None:
+                    raise TerminationRequestedError(self.stop_signal)
+                self.waiting_for_input = True
         except UnicodeDecodeError as exc:  # text input (--input): the decoder found it
             msg = (
                 f"input line {self.line_number + 1} is not valid UTF-8 (byte {exc.start}); "
                 "Singer messages are UTF-8 JSON; stopping"
             )
             raise InputError(msg) from None
+        finally:
+            self.waiting_for_input = False
         return Counter(stats)

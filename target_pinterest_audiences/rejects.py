@@ -12,8 +12,8 @@ import threading
 from pathlib import Path
 from typing import IO, Any
 
+from target_pinterest_audiences.fields import IDENTIFIER_FIELDS
 from target_pinterest_audiences.identifiers import sha256_hex
-from target_pinterest_audiences.memberships import IDENTIFIER_FIELDS
 
 
 def fingerprint(value: object) -> str:
@@ -22,7 +22,7 @@ def fingerprint(value: object) -> str:
     return sha256_hex(text)
 
 
-class RejectSink:
+class RejectFile:
     """Appends reject lines to ``path``; does nothing when no path is configured."""
 
     def __init__(self, path: Path | None) -> None:

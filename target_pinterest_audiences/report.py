@@ -33,9 +33,11 @@ class AudienceReport:
     failed: int = 0
     already_absent: int = 0
     skipped: Counter[str] = field(default_factory=Counter)
+    """Records meant for this audience that were not used, by reason."""
+    identifiers_rejected: Counter[str] = field(default_factory=Counter)
+    """Identifier values not sent, by reason (their records may still have been used)."""
     rejected_by_pinterest: Counter[str] = field(default_factory=Counter)
     pinterest_status: str | None = None
-    pinterest_size_hint: int | None = None
     mirror: dict[str, int] | None = None
 
     def to_dict(self) -> dict[str, Any]:
@@ -52,6 +54,7 @@ class AudienceReport:
             "failed": self.failed,
             "already_absent": self.already_absent,
             "skipped": dict(sorted(self.skipped.items())),
+            "identifiers_rejected": dict(sorted(self.identifiers_rejected.items())),
             "rejected_by_pinterest": dict(sorted(self.rejected_by_pinterest.items())),
             "pinterest_status": self.pinterest_status,
         }
@@ -129,6 +132,8 @@ class RunReport:
                 line += f", {audience.already_absent} removals not needed (no list yet)"
             if audience.skipped:
                 line += f", skipped {_counts(audience.skipped)}"
+            if audience.identifiers_rejected:
+                line += f", identifiers not sent {_counts(audience.identifiers_rejected)}"
             if audience.rejected_by_pinterest:
                 line += f", rejected by Pinterest {_counts(audience.rejected_by_pinterest)}"
             if audience.failed:

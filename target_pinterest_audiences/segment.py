@@ -26,12 +26,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from target_pinterest_audiences.identifiers import IdentifierKind
-
-# The contract's field names (see memberships), which this module writes.
-AUDIENCE_KEY = "audience_key"
-IN_AUDIENCE = "in_audience"
-IDENTIFIER_FIELDS = tuple(kind.value for kind in IdentifierKind)
+from target_pinterest_audiences.fields import AUDIENCE_KEY, IDENTIFIER_FIELDS, IN_AUDIENCE
 
 DEVICE_TYPE_UNKNOWN = "device_type_unknown"
 _DEVICE_FIELDS = {"ios": "ios_idfa", "android": "android_id"}

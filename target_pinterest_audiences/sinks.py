@@ -14,7 +14,7 @@ from typing import TYPE_CHECKING, Any
 from singer_sdk.sinks import Sink
 
 from target_pinterest_audiences.memberships import read_membership
-from target_pinterest_audiences.rejects import RejectSink
+from target_pinterest_audiences.rejects import RejectFile
 
 if TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
@@ -43,10 +43,8 @@ class AudienceSink(Sink):
         target: Any = self._target_ref
         self.uploader: Uploader = target.uploader
         self.run_report: RunReport = target.run_report
-        self.rejects: RejectSink = target.rejects
+        self.rejects: RejectFile = target.rejects
         self.mirror: MirrorSync | None = target.mirror
-        if self.mirror is not None:
-            self.mirror.snapshot.observe_stream(self.stream_name)
 
     def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
         self._target_ref = target
@@ -62,23 +60,25 @@ class AudienceSink(Sink):
         source_stream = stream_report.name
         for reason in membership.rejected:
             stream_report.identifiers_rejected[reason] += 1
-            self.rejects.write(source_stream, record_number, reason, record)
+            self.rejects.write(source_stream, record_number, reason, membership.fields)
         if membership.skip_reason is not None:
             stream_report.skipped[membership.skip_reason] += 1
-            self.rejects.write(source_stream, record_number, membership.skip_reason, record)
+            self.rejects.write(
+                source_stream, record_number, membership.skip_reason, membership.fields
+            )
         else:
             stream_report.used += 1
         for audience, member in membership.changes:
             if membership.rejected or membership.skip_reason:
-                skipped = self.run_report.audience(audience).skipped
+                report = self.run_report.audience(audience)
                 for reason in membership.rejected:
-                    skipped[reason] += 1
+                    report.identifiers_rejected[reason] += 1
                 if membership.skip_reason is not None:
-                    skipped[membership.skip_reason] += 1
+                    report.skipped[membership.skip_reason] += 1
             if not membership.hashes:
                 continue
             if self.mirror is not None:
-                self.mirror.snapshot.record(self.stream_name, audience, membership.hashes, member)
+                self.mirror.record(self.stream_name, audience, membership.hashes, member)
             else:
                 self.uploader.change(audience, membership.hashes, member)
 

@@ -28,7 +28,7 @@ from singer_sdk.exceptions import (
     RecordsWithoutSchemaException,
 )
 from singer_sdk.helpers.capabilities import PluginCapabilities
-from singer_sdk.mapper import SameRecordTransform, StreamMap
+from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform, StreamMap
 from singer_sdk.plugin_base import PluginBase, _ConfigInput
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
@@ -41,16 +41,16 @@ from target_pinterest_audiences.config import (
     schema_problems,
 )
 from target_pinterest_audiences.customer_lists import CustomerLists
-from target_pinterest_audiences.errors import InputError, SyncFailedError, TargetError
+from target_pinterest_audiences.errors import InputError, TargetError, TerminationRequestedError
 from target_pinterest_audiences.ledger import open_ledger
 from target_pinterest_audiences.mirror import MirrorSync
 from target_pinterest_audiences.preflight import check_connection, config_problems
 from target_pinterest_audiences.progress import ProgressLogger
 from target_pinterest_audiences.reader import NumberedSingerReader
-from target_pinterest_audiences.rejects import RejectSink
+from target_pinterest_audiences.rejects import RejectFile
 from target_pinterest_audiences.report import RunReport, StreamReport
 from target_pinterest_audiences.sinks import AudienceSink
-from target_pinterest_audiences.tokens import OAuthApp, TokenProvider, TokenStore
+from target_pinterest_audiences.tokens import TokenProvider, provider_for
 from target_pinterest_audiences.uploader import Uploader
 
 # Pinterest's published ads_read limit for standard access: 1,000 requests per minute.
@@ -68,13 +68,15 @@ class _Route:
     destinations: list[tuple[StreamMap | None, AudienceSink, frozenset[str]]]
 
 
-# Input problems that stop the run; reported as a message, not a traceback.
-_FATAL_INPUT_ERRORS = (
-    TargetError,
+# Problems with the input stream: the changes read before them are still delivered.
+_INPUT_ERRORS = (
+    InputError,
     RecordsWithoutSchemaException,
     MissingKeyPropertiesError,
     InvalidInputLine,
 )
+# Every failure that is reported as a message rather than a traceback.
+_EXPECTED_ERRORS = (TargetError, *_INPUT_ERRORS)
 
 
 class TargetPinterestAudiences(Target):
@@ -118,8 +120,9 @@ class TargetPinterestAudiences(Target):
         # Sinks hold no batch, so draining them in parallel would only add threads.
         self.max_parallelism = 1
         self.run_report = RunReport(dry_run=self.settings.dry_run)
-        self.rejects = RejectSink(self.settings.reject_file)
+        self.rejects = RejectFile(self.settings.reject_file)
         self.client: PinterestClient | None = None
+        self.tokens: TokenProvider | None = None
         self.lists: CustomerLists | None = None
         self.mirror: MirrorSync | None = None
         if self.settings.mirror:
@@ -164,23 +167,8 @@ class TargetPinterestAudiences(Target):
         settings = self.settings
         lists: CustomerLists | None = None
         if not settings.dry_run:
-            app = (
-                OAuthApp(
-                    client_id=str(settings.client_id),
-                    client_secret=str(settings.client_secret),
-                    refresh_token=str(settings.refresh_token),
-                    continuous_refresh=settings.continuous_refresh,
-                )
-                if settings.has_refresh_credentials
-                else None
-            )
-            tokens = TokenProvider(
-                token_url=f"{settings.api_url}/oauth/token",
-                access_token=settings.access_token,
-                app=app,
-                store=TokenStore(settings.token_store_path) if settings.token_store_path else None,
-                on_new_secret=self.redactor.add_secret,
-            )
+            self.tokens = provider_for(settings, on_new_secret=self.redactor.add_secret)
+            tokens = self.tokens
             self.client = PinterestClient(
                 settings.api_url,
                 tokens,
@@ -295,30 +283,36 @@ class TargetPinterestAudiences(Target):
             raise InvalidInputLine(msg)
         self._routes.clear()  # maps and sinks may be replaced for a new schema
         super()._process_schema_message(message_dict)
+        if self.mirror is not None:
+            # A stream mapped away (stream_maps: {stream: null}) covers nothing.
+            for stream_map in self.mapper.stream_maps.get(str(stream), []):
+                if not isinstance(stream_map, RemoveRecordTransform):
+                    self.mirror.observe_stream(stream_map.stream_alias)
 
     # Checkpoints and the end of the run ----------------------------------------------
 
     def _write_state_message(self, state: dict[str, Any]) -> None:
         """Emit STATE only once Pinterest acknowledged every change read before it.
 
-        In mirror mode the changes are only known once the whole snapshot is read, so
-        STATE waits for the end of the run.
+        A dry run sends nothing, so it confirms nothing: an orchestrator storing its STATE
+        would skip those records on the real run. In mirror mode the changes are only
+        known once the whole snapshot is read, so STATE waits for the end of the run.
         """
+        if self.settings.dry_run:
+            return
         if self.mirror is not None and not self.mirror.applied:
             return
         self.uploader.flush()
         super()._write_state_message(state)
 
     def process_endofpipe(self) -> None:
-        """Apply the mirror difference if any, drain, flush, report."""
-        try:
-            if self.mirror is not None:
-                self.mirror.apply(self.uploader)
-            super().process_endofpipe()
-            self.uploader.flush()
-            self._read_back_lists()
-        finally:
-            self.finish()
+        """Apply the mirror difference if any, drain, flush, read lists back, report."""
+        if self.mirror is not None:
+            self.mirror.apply(self.uploader)
+        super().process_endofpipe()
+        self.uploader.flush()
+        self._read_back_lists()
+        self.finish()
 
     def _read_back_lists(self) -> None:
         """Put Pinterest's own status of every touched list next to our counts.
@@ -354,6 +348,8 @@ class TargetPinterestAudiences(Target):
         self.uploader.close()
         if self.client is not None:
             self.client.close()
+        if self.tokens is not None:
+            self.tokens.close()
         self.rejects.close()
         if self.mirror is not None:
             self.mirror.close()
@@ -362,31 +358,43 @@ class TargetPinterestAudiences(Target):
             self.run_report.write_json(self.settings.report_path)
 
     def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
-        """On SIGTERM/SIGINT: flush what was read; exit non-zero if that fails.
+        """On SIGTERM/SIGINT: stop at the next safe point; the stop itself runs outside.
 
-        The SDK exits 0 even when the final drain fails, which would tell an orchestrator
-        the run succeeded while changes were lost.
+        Doing the work here, as the SDK does, runs a flush in the middle of whatever the
+        main thread was doing (holding a lock, half-way through a dispatch) and exits 0
+        even when that final flush fails. Instead: between records, while waiting for the
+        next input line, unwind at once; otherwise finish the current record first.
         """
-        if self.mirror is not None and not self.mirror.applied:
+        reader = self.message_reader
+        if not isinstance(reader, NumberedSingerReader):  # a custom reader: the SDK's way
+            super()._handle_termination(signum, frame)
+            return
+        reader.stop_signal = signum
+        if reader.waiting_for_input:
+            raise TerminationRequestedError(signum)
+
+    def stop_on_signal(self, signum: int) -> int:
+        """Send what was read, confirm the last STATE, report; return the exit code."""
+        if self.mirror is not None:
             # Half a snapshot is not a snapshot: applying it would remove everyone not
-            # read yet. Nothing has been sent; the next run starts over.
+            # read yet. The next run starts over from the full snapshot.
             self.logger.error(
-                "Received signal %d during a mirror run: stopping without sending anything",
+                "Received signal %d during a mirror run: stopping without applying it%s",
                 signum,
+                "" if not self.mirror.started else " (part of the difference was sent)",
             )
             self.finish()
-            sys.exit(1)
+            return 1
         self.logger.info("Received signal %d: sending what was read, then stopping", signum)
-        code = 0
         try:
             self.drain_all(is_endofpipe=True)
             self.uploader.flush()
         except Exception as exc:  # report and exit non-zero whatever went wrong
             self.logger.error("Stopping after signal %d failed: %s", signum, exc)
-            code = 1
-        finally:
             self.finish()
-        sys.exit(code)
+            return 1
+        self.finish()
+        return 0
 
     @classmethod
     def get_singer_command(cls) -> click.Command:
@@ -427,11 +435,22 @@ class TargetPinterestAudiences(Target):
         config = config or _ConfigInput()
         if validate_config or check_connection:
             sys.exit(cls.preflight(config, connect=check_connection))
-        target = cls(config=config.config, validate_config=True, parse_env_config=config.parse_env)
+        try:
+            target = cls(
+                config=config.config, validate_config=True, parse_env_config=config.parse_env
+            )
+        except TargetError as exc:  # e.g. an unreadable token store or ledger
+            cls.logger.error("%s", exc)
+            sys.exit(1)
         try:
             target.listen(file_input)
-        except _FATAL_INPUT_ERRORS as exc:
+        except TerminationRequestedError as stop:
+            sys.exit(target.stop_on_signal(stop.signum))
+        except _EXPECTED_ERRORS as exc:
             target.stop_after_failure(exc)
+            sys.exit(1)
+        except Exception as exc:
+            target.stop_after_failure(exc, unexpected=True)
             sys.exit(1)
 
     @classmethod
@@ -461,29 +480,34 @@ class TargetPinterestAudiences(Target):
             print(redactor.scrub(str(check)))
         return 0 if all(check.ok for check in checks) else 1
 
-    def stop_after_failure(self, exc: BaseException) -> None:
+    def stop_after_failure(self, exc: BaseException, *, unexpected: bool = False) -> None:
         """Report a failure that stops the run, after delivering what can be delivered.
 
         When the input breaks, the changes read before the bad line are still valid: send
-        them, so they are not held hostage by a broken tap. No STATE is emitted either
-        way, so a re-run replays them too (harmless: ADD and REMOVE are idempotent).
+        them, so they are not held hostage by a broken tap, and confirm the last STATE the
+        tap sent before the bad line. A failure to send is not retried here (the sync
+        already failed), and a mirror run is never applied half-read.
         """
-        if self.mirror is not None:
-            # An incomplete snapshot must not be applied (see _handle_termination).
-            if not self.mirror.applied:
-                self.logger.error("The mirror run did not complete: nothing was sent")
-        elif not isinstance(exc, SyncFailedError):
+        if isinstance(exc, _INPUT_ERRORS) and self.mirror is None and not self.settings.dry_run:
             try:
                 self.uploader.flush()
             except TargetError as flush_exc:
                 self.logger.error("%s", flush_exc)
             else:
-                # Everything read before the bad line is acknowledged, so the last STATE
-                # the tap sent before it is safe to confirm: the re-run resumes there.
                 if self._latest_state:
                     super()._write_state_message(copy.deepcopy(self._latest_state))
+        if self.mirror is not None and not self.mirror.applied:
+            self.logger.error(
+                "The mirror run did not complete%s",
+                "; part of the difference was sent"
+                if self.mirror.started
+                else ": nothing was sent",
+            )
         self.finish()
-        self.logger.error("%s", exc)
+        if unexpected:
+            self.logger.error("Unexpected error: %s", exc, exc_info=exc)
+        else:
+            self.logger.error("%s", exc)
 
 
 def main() -> None:

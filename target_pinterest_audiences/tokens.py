@@ -9,6 +9,7 @@ before they are used, and read back at the next start in preference to the confi
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -22,6 +23,7 @@ from typing import Any
 
 import requests
 
+from target_pinterest_audiences.config import Settings
 from target_pinterest_audiences.errors import AuthenticationError
 
 logger = logging.getLogger(__name__)
@@ -115,8 +117,19 @@ class TokenProvider:
         self.granted_scopes: str | None = None
         """The scopes Pinterest reported for the last refreshed token, if any."""
         self._refresh_token = app.refresh_token if app else None
+        self._unsaved: dict[str, Any] | None = None
         if store is not None:
             saved = store.load()
+            configured = app.refresh_token if app else None
+            if (
+                configured
+                and saved
+                and saved.get("config_refresh_token_sha256") != _fingerprint(configured)
+            ):
+                # The user put a new refresh token in the config (e.g. after re-running
+                # the OAuth flow): it is newer than anything in the store.
+                logger.info("refresh_token in the config changed; not using the token store")
+                saved = {}
             if saved.get("refresh_token"):
                 self._refresh_token = str(saved["refresh_token"])
                 self._on_new_secret(self._refresh_token)
@@ -180,8 +193,12 @@ class TokenProvider:
                 "valid (set token_store_path to keep the newest one)."
             )
             raise AuthenticationError(msg, status=response.status_code)
-        body = response.json()
-        access_token = str(body["access_token"])
+        try:
+            body = response.json()
+            access_token = str(body["access_token"])
+        except (ValueError, KeyError, TypeError) as exc:
+            msg = "Pinterest answered the token refresh without an access token"
+            raise AuthenticationError(msg) from exc
         self.granted_scopes = str(body["scope"]) if body.get("scope") else None
         self._on_new_secret(access_token)
         new_refresh = body.get("refresh_token")
@@ -192,12 +209,13 @@ class TokenProvider:
         if self._store is not None:
             # Persist before use: once Pinterest rotated the refresh token, the old one is
             # dead, and this file is the only place the new one survives the process.
-            self._store.save(
+            self._save(
                 {
                     "access_token": access_token,
                     "access_token_expires_at": expires_at,
                     "refresh_token": str(new_refresh or self._refresh_token),
                     "refresh_token_expires_at": body.get("refresh_token_expires_at"),
+                    "config_refresh_token_sha256": _fingerprint(self._app.refresh_token),
                     "saved_at": time.time(),
                 }
             )
@@ -207,6 +225,57 @@ class TokenProvider:
         self._expires_at = expires_at
         logger.info("Obtained a new Pinterest access token via the refresh token")
         return access_token
+
+    def _save(self, tokens: dict[str, Any]) -> None:
+        """Write the store; if that fails, keep going with the tokens in memory."""
+        assert self._store is not None
+        try:
+            self._store.save(tokens)
+        except OSError as exc:
+            self._unsaved = tokens
+            logger.error(
+                "Could not write the rotated tokens to token_store_path %s (%s). The run "
+                "continues with them in memory and retries at the end; if that fails too, "
+                "the refresh token in the config is no longer valid: fix the path and re-run "
+                "the OAuth flow.",
+                self._store.path,
+                exc.strerror or type(exc).__name__,
+            )
+        else:
+            self._unsaved = None
+
+    def close(self) -> None:
+        """Retry saving tokens a failed write left only in memory."""
+        with self._lock:
+            if self._unsaved is not None:
+                self._save(self._unsaved)
+
+
+def provider_for(
+    settings: Settings, on_new_secret: Callable[[str], None] | None = None
+) -> TokenProvider:
+    """The token provider the settings describe (access token, refresh trio, store)."""
+    app = (
+        OAuthApp(
+            client_id=str(settings.client_id),
+            client_secret=str(settings.client_secret),
+            refresh_token=str(settings.refresh_token),
+            continuous_refresh=settings.continuous_refresh,
+        )
+        if settings.has_refresh_credentials
+        else None
+    )
+    return TokenProvider(
+        token_url=f"{settings.api_url}/oauth/token",
+        access_token=settings.access_token,
+        app=app,
+        store=TokenStore(settings.token_store_path) if settings.token_store_path else None,
+        on_new_secret=on_new_secret,
+    )
+
+
+def _fingerprint(secret: str) -> str:
+    return hashlib.sha256(secret.encode()).hexdigest()
 
 
 def _error_suffix(response: requests.Response) -> str:

@@ -59,6 +59,17 @@ Sending = Callable[[str, Operation, list[str]], None]
 
 
 @dataclass
+class _Task:
+    """One request's records, and how many of them are settled (sent or refused)."""
+
+    state: _AudienceState
+    operation: Operation
+    records: list[str]
+    settled: int = 0
+    rejected: int = 0
+
+
+@dataclass
 class _AudienceState:
     name: str
     pending: dict[Operation, set[str]] = field(default_factory=lambda: {ADD: set(), REMOVE: set()})
@@ -112,28 +123,27 @@ class Uploader:
 
     def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
         """Record that the users ``hashes`` should (not) be in ``audience``."""
-        state = self._audiences.get(audience)
-        if state is None:
-            state = self._audiences[audience] = _AudienceState(audience)
-            self._report.audience(audience)
-        target = state.pending[ADD if member else REMOVE]
-        other = state.pending[REMOVE if member else ADD]
+        state = self._audiences.get(audience) or self._state(audience)
+        operation = ADD if member else REMOVE
+        target = state.pending[operation]
+        other = state.pending[_OTHER[operation]]
         before = len(target) + len(other)
         for value in hashes:
             other.discard(value)
             target.add(value)
         self._pending_total += len(target) + len(other) - before
-        if len(target) >= self._records_per_request:
-            self._dispatch(state, ADD if member else REMOVE, self._records_per_request)
+        while len(target) >= self._records_per_request:
+            self._dispatch(state, operation)
         if self._pending_total > self._max_pending:
-            self._dispatch_largest()
+            # Many audiences each holding a partial request: bound the memory they use.
+            self._dispatch_all(
+                max(self._audiences.values(), key=lambda s: sum(map(len, s.pending.values())))
+            )
 
     def flush(self) -> None:
         """Send everything pending, wait for every request, raise if any failed."""
         for state in list(self._audiences.values()):
-            for operation in (ADD, REMOVE):
-                while state.pending[operation]:
-                    self._dispatch(state, operation, self._records_per_request)
+            self._dispatch_all(state)
         with self._cond:
             self._cond.wait_for(lambda: self._inflight_total == 0)
         self._raise_if_failed()
@@ -147,14 +157,37 @@ class Uploader:
         """Audience name -> customer list id, for every list written or found this run."""
         return {s.name: s.list_id for s in self._audiences.values() if s.list_id is not None}
 
-    def _dispatch_largest(self) -> None:
-        """Bound memory when many audiences each hold a partial request."""
-        state = max(
-            self._audiences.values(), key=lambda s: len(s.pending[ADD]) + len(s.pending[REMOVE])
-        )
+    def _state(self, audience: str) -> _AudienceState:
+        state = self._audiences[audience] = _AudienceState(audience)
+        with self._report.lock:
+            self._report.audience(audience)
+        return state
+
+    def _dispatch_all(self, state: _AudienceState) -> None:
         for operation in (ADD, REMOVE):
             while state.pending[operation]:
-                self._dispatch(state, operation, self._records_per_request)
+                self._dispatch(state, operation)
+
+    def _dispatch(self, state: _AudienceState, operation: Operation) -> None:
+        """Send up to one request's worth of ``state``'s pending ``operation``.
+
+        The list is resolved and failures are checked before any record leaves the
+        pending set; records taken and then not sent (an error while waiting) are counted
+        as failed, never silently dropped.
+        """
+        self._raise_if_failed()
+        if self._lists is not None and not state.resolved:
+            self._resolve(state)
+        records = self._take(state, operation, self._records_per_request)
+        if self._lists is None or self._executor is None:
+            self._count_acknowledged(state.name, operation, records)
+            return
+        try:
+            self._submit(state, operation, records)
+        except BaseException:
+            with self._report.lock:
+                self._report.audience(state.name).failed += len(records)
+            raise
 
     def _take(self, state: _AudienceState, operation: Operation, limit: int) -> list[str]:
         pending = state.pending[operation]
@@ -163,16 +196,8 @@ class Uploader:
         self._pending_total -= count
         return records
 
-    def _dispatch(self, state: _AudienceState, operation: Operation, limit: int) -> None:
-        self._raise_if_failed()
-        records = self._take(state, operation, limit)
-        if not records:
-            return
-        if self._lists is None or self._executor is None:
-            self._count_acknowledged(state.name, operation, records)
-            return
-        if not state.resolved:
-            self._resolve(state)
+    def _submit(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+        assert self._executor is not None
         other = state.inflight[_OTHER[operation]]
         with self._cond:
             self._cond.wait_for(
@@ -190,19 +215,16 @@ class Uploader:
                         self._report.audience(state.name).already_absent += len(records)
                     return
                 state.creating = True
-            task = self._write
             carried = state.inflight[operation]
             for value in records:
                 carried[value] = carried.get(value, 0) + 1
             self._inflight_total += 1
-        self._executor.submit(self._run, task, state, operation, records)
+            task = _Task(state, operation, records)
+            self._executor.submit(self._run, task)
 
     def resolve(self, audience: str) -> str | None:
         """The id of the audience's list on Pinterest, or None if it has none (yet)."""
-        state = self._audiences.get(audience)
-        if state is None:
-            state = self._audiences[audience] = _AudienceState(audience)
-            self._report.audience(audience)
+        state = self._audiences.get(audience) or self._state(audience)
         if self._lists is not None and not state.resolved:
             self._resolve(state)
         return state.list_id
@@ -212,7 +234,8 @@ class Uploader:
         assert self._lists is not None
         if self._directory is None:
             self._directory = self._lists.ids_by_name()
-            logger.info("Found %d customer lists in ad account", len(self._directory))
+            found = sum(len(ids) for ids in self._directory.values())
+            logger.info("Found %d customer lists in the ad account", found)
         ids = self._directory.get(state.name, [])
         if len(ids) > 1:
             raise DuplicateListError(duplicate_message(state.name, ids))
@@ -242,30 +265,24 @@ class Uploader:
 
     # Request threads ---------------------------------------------------------------------
 
-    def _run(
-        self,
-        task: Callable[[_AudienceState, Operation, list[str]], None],
-        state: _AudienceState,
-        operation: Operation,
-        records: list[str],
-    ) -> None:
+    def _run(self, task: _Task) -> None:
+        """One request thread's job: send ``task`` (splitting if needed), then release it."""
+        state = task.state
         try:
-            task(state, operation, records)
-        except TargetError as exc:
-            with self._report.lock:
-                self._report.audience(state.name).failed += len(records)
-            with self._cond:
-                self._errors.append(exc)
+            self._write(task)
         except Exception as exc:  # a bug must still fail the run, not vanish in a thread
-            logger.exception("Unexpected error sending to Pinterest")
+            error = exc if isinstance(exc, TargetError) else None
+            if error is None:
+                logger.exception("Unexpected error sending to Pinterest")
+                error = TargetError(f"unexpected {type(exc).__name__}: {exc}")
             with self._report.lock:
-                self._report.audience(state.name).failed += len(records)
+                self._report.audience(state.name).failed += len(task.records) - task.settled
             with self._cond:
-                self._errors.append(TargetError(f"unexpected {type(exc).__name__}: {exc}"))
+                self._errors.append(error)
         finally:
             with self._cond:
-                carried = state.inflight[operation]
-                for value in records:
+                carried = state.inflight[task.operation]
+                for value in task.records:
                     remaining = carried[value] - 1
                     if remaining:
                         carried[value] = remaining
@@ -275,21 +292,16 @@ class Uploader:
                 state.creating = False
                 self._cond.notify_all()
 
-    def _write(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
+    def _write(self, task: _Task) -> None:
+        state = task.state
         if self._on_sending is not None:
-            self._on_sending(state.name, operation, records)
+            self._on_sending(state.name, task.operation, task.records)
         creating = state.list_id is None
-        self._write_splitting(state, operation, records, [0])
+        self._write_splitting(task, task.records)
         if creating and state.list_id is not None and self._create_audiences:
             self._create_audience(state.name, state.list_id)
 
-    def _write_splitting(
-        self,
-        state: _AudienceState,
-        operation: Operation,
-        records: list[str],
-        rejections: list[int],
-    ) -> None:
+    def _write_splitting(self, task: _Task, records: list[str]) -> None:
         """Send one request; if Pinterest objects to the records, halve until isolated.
 
         Creates the list when it has no id yet (only ever one thread per list does, see
@@ -297,6 +309,7 @@ class Uploader:
         half that succeeds creates the list, the rest are added to it.
         """
         assert self._lists is not None
+        state, operation = task.state, task.operation
         try:
             if state.list_id is None:
                 self._create_list(state, operation, records)
@@ -310,11 +323,11 @@ class Uploader:
                 if exc.status == _PAYLOAD_TOO_LARGE:
                     self._shrink_requests(len(records) // 2)
                 middle = len(records) // 2
-                self._write_splitting(state, operation, records[:middle], rejections)
-                self._write_splitting(state, operation, records[middle:], rejections)
+                self._write_splitting(task, records[:middle])
+                self._write_splitting(task, records[middle:])
                 return
-            rejections[0] += 1
-            if rejections[0] > MAX_INDIVIDUAL_REJECTIONS:
+            task.rejected += 1
+            if task.rejected > MAX_INDIVIDUAL_REJECTIONS:
                 msg = (
                     f"Pinterest rejected more than {MAX_INDIVIDUAL_REJECTIONS} records of one "
                     f"request for '{state.name}' one by one ({exc}); this looks like a problem "
@@ -324,6 +337,7 @@ class Uploader:
             reason = f"http_{exc.status}" + (f"_code_{exc.code}" if exc.code is not None else "")
             with self._report.lock:
                 self._report.audience(state.name).rejected_by_pinterest[reason] += 1
+        task.settled += len(records)
 
     def _create_list(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
         assert self._lists is not None

@@ -259,3 +259,14 @@ def test_unpaced_pacer_never_sleeps() -> None:
     pacer.pause(0)
     pacer.acquire()
     assert fake.slept == []
+
+
+def test_an_unparseable_retry_after_falls_back_to_backoff(emulator: Emulator) -> None:
+    emulator.configure_faults(
+        {"rules": [error_rule(503, 1, headers={"Retry-After": "in a moment"})]}
+    )
+    client, sleeps = make_client(emulator)
+
+    assert client.get(LISTS)["items"] == []
+    assert len(sleeps.calls) == 1
+    assert 0 <= sleeps.calls[0] <= 0.5

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import random
+import re
 import signal
 import subprocess
 import threading
@@ -250,3 +251,39 @@ def _apply(messages: list[dict[str, Any]]) -> dict[str, set[str]]:
             audience = members.setdefault(fields["audience_key"], set())
             (audience.add if fields["in_audience"] else audience.discard)(sha(fields["email"]))
     return members
+
+
+def test_sigterm_while_a_request_waits_for_a_slot_loses_nothing(tmp_path: Path) -> None:
+    """The signal lands while the reading thread waits for a free request slot.
+
+    The target finishes the record in hand, stops reading, and delivers every record it
+    read (some had left the pending set but not reached Pinterest). The STATE after
+    record 5 was never read, so it is not confirmed: the tap resends from before it.
+    """
+    with Emulator(EmulatorConfig(latency_ms=1500)) as emulator:
+        config_path = write_config(
+            tmp_path,
+            emulator,
+            records_per_request=2,
+            max_parallel_requests=1,
+            checkpoint_interval_seconds=3600,
+        )
+        emails = [f"slow{n}@example.com" for n in range(1, 7)]
+        target = RunningTarget(config_path)
+        target.send(
+            [SCHEMA]
+            + [record("members", email=e, audience_key="vip") for e in emails[:5]]
+            + [state({"position": 5})]
+            + [record("members", email=emails[5], audience_key="vip")]
+        )
+        time.sleep(2.0)  # the first request is in flight, the next ones wait for a slot
+
+        target.process.send_signal(signal.SIGTERM)
+        code = target.wait(timeout=60)
+
+        assert code == 0, target.stderr
+        read = int(re.search(r"'members': (\d+) records read", target.stderr)[1])  # type: ignore[index]
+        assert 3 <= read < 6
+        assert target.states == []
+        assert members_by_name(emulator) == {"vip": {sha(e) for e in emails[:read]}}
+        assert "Traceback" not in target.stderr

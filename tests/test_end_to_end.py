@@ -238,10 +238,13 @@ def test_dry_run_sends_nothing_and_reports_the_plan(emulator: Emulator, tmp_path
             record("vip", email="a@example.com"),
             record("vip", email="b@example.com", in_audience=False),
             record("vip", email="bad"),
+            state({"bookmark": 3}),
         ],
     )
 
     assert run.returncode == 0, run.stderr
+    # Nothing was sent, so nothing is confirmed: an orchestrator must not store a bookmark.
+    assert run.state_lines == []
     assert "Audience 'vip'" in run.stderr
     assert "would add 1" in run.stderr
     assert "would remove 1" in run.stderr
@@ -275,3 +278,56 @@ def test_readme_stream_maps_example_reshapes_another_layout(
         "lapsed": {sha("b@example.com")},
     }
     assert_contract_kept(emulator)
+
+
+def test_a_duplicate_name_found_at_the_final_flush_is_a_clean_error(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    for n in range(2):
+        requests.post(
+            f"{emulator.url}/ad_accounts/{AD_ACCOUNT}/customer_lists",
+            json={"name": "twins", "records": sha(f"{n}@example.com")},
+            headers={"Authorization": f"Bearer {TOKEN}"},
+            timeout=10,
+        )
+    # One record: the list is only looked up when the final flush sends it.
+    run = run_target(
+        tmp_path,
+        emulator_config(emulator),
+        [schema("s", "email"), record("s", email="z@example.com", audience_key="twins")],
+    )
+
+    assert run.returncode == 1
+    assert "customer lists are named 'twins'" in run.stderr
+    assert "Traceback" not in run.stderr
+    assert "RuntimeError" not in run.stderr
+
+
+def test_a_failed_audience_creation_is_not_counted_as_failed_identifiers(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    emulator.configure_faults(
+        {
+            "rules": [
+                {
+                    "method": "POST",
+                    "path": "/audiences$",
+                    "action": "error",
+                    "status": 400,
+                    "code": 1,
+                    "message": "no",
+                }
+            ]
+        }
+    )
+    run = run_target(
+        tmp_path,
+        emulator_config(emulator),
+        [schema("vip", "email"), record("vip", email="a@example.com")],
+    )
+
+    assert run.returncode == 1
+    assert members_by_name(emulator) == {"vip": {sha("a@example.com")}}
+    assert "add 1" in run.stderr
+    assert "FAILED" not in run.stderr
+    assert "POST /ad_accounts/549755885175/audiences failed" in run.stderr

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from target_pinterest_audiences.rejects import RejectSink, fingerprint
+from target_pinterest_audiences.rejects import RejectFile, fingerprint
 from target_pinterest_audiences.report import AudienceReport, RunReport, StreamReport
 
 
@@ -193,6 +193,7 @@ def test_to_dict() -> None:
                 "failed": 0,
                 "already_absent": 0,
                 "skipped": {"email_malformed": 3},
+                "identifiers_rejected": {},
                 "rejected_by_pinterest": {"INVALID": 1},
                 "pinterest_status": None,
                 "mirror": {"before": 5},
@@ -209,6 +210,7 @@ def test_to_dict() -> None:
                 "failed": 0,
                 "already_absent": 4,
                 "skipped": {},
+                "identifiers_rejected": {},
                 "rejected_by_pinterest": {},
                 "pinterest_status": None,
             },
@@ -282,7 +284,7 @@ def _read_lines(path: Path) -> list[dict]:
 
 def test_reject_sink_writes_jsonl_with_fingerprints_only(tmp_path: Path) -> None:
     path = tmp_path / "out" / "rejects.jsonl"
-    sink = RejectSink(path)
+    sink = RejectFile(path)
     record = {
         "email": RAW_EMAIL,
         "ios_idfa": RAW_IDFA,
@@ -341,7 +343,7 @@ def test_reject_sink_fingerprint_is_of_the_raw_value_not_the_normalized_one(
     tmp_path: Path,
 ) -> None:
     path = tmp_path / "rejects.jsonl"
-    sink = RejectSink(path)
+    sink = RejectFile(path)
     sink.write("s", 1, "r", {"email": " TEST@example.com"})
     sink.close()
     (line,) = _read_lines(path)
@@ -351,7 +353,7 @@ def test_reject_sink_fingerprint_is_of_the_raw_value_not_the_normalized_one(
 
 def test_reject_sink_without_path_writes_nothing(tmp_path: Path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)
-    sink = RejectSink(None)
+    sink = RejectFile(None)
     sink.write("users", 1, "email_malformed", {"email": RAW_EMAIL})
     sink.close()
     assert sink.lines_written == 0
@@ -360,7 +362,7 @@ def test_reject_sink_without_path_writes_nothing(tmp_path: Path, monkeypatch) ->
 
 def test_reject_sink_creates_no_file_until_first_write(tmp_path: Path) -> None:
     path = tmp_path / "sub" / "rejects.jsonl"
-    sink = RejectSink(path)
+    sink = RejectFile(path)
     sink.close()
     assert not path.exists()
     assert not path.parent.exists()
@@ -368,13 +370,13 @@ def test_reject_sink_creates_no_file_until_first_write(tmp_path: Path) -> None:
 
 def test_reject_sink_appends_across_instances_and_reopen(tmp_path: Path) -> None:
     path = tmp_path / "rejects.jsonl"
-    first = RejectSink(path)
+    first = RejectFile(path)
     first.write("s", 1, "a", {})
     first.close()
     first.close()  # closing twice is harmless
     first.write("s", 2, "b", {})  # reopens in append mode
     first.close()
-    second = RejectSink(path)
+    second = RejectFile(path)
     second.write("s", 3, "c", {"email": "x"})
     second.close()
     lines = _read_lines(path)

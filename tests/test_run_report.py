@@ -205,7 +205,8 @@ def test_report_file_has_the_exact_structure_and_numbers(
         "requests": 2,
         "failed": 0,
         "already_absent": 0,
-        "skipped": {"email_malformed": 1, "no_valid_identifier": 1},
+        "skipped": {"no_valid_identifier": 1},
+        "identifiers_rejected": {"email_malformed": 1},
         "rejected_by_pinterest": {},
         "pinterest_status": "TOO_SMALL",
     }
@@ -220,7 +221,8 @@ def test_report_file_has_the_exact_structure_and_numbers(
         "requests": 1,
         "failed": 0,
         "already_absent": 0,
-        "skipped": {"ios_idfa_zeroed": 1},
+        "skipped": {},
+        "identifiers_rejected": {"ios_idfa_zeroed": 1},
         "rejected_by_pinterest": {},
         "pinterest_status": "TOO_SMALL",
     }
@@ -283,7 +285,8 @@ def test_dry_run_writes_the_report_and_sends_nothing(emulator: Emulator, tmp_pat
                 "requests": 2,
                 "failed": 0,
                 "already_absent": 0,
-                "skipped": {"email_malformed": 1, "no_valid_identifier": 1},
+                "skipped": {"no_valid_identifier": 1},
+                "identifiers_rejected": {"email_malformed": 1},
                 "rejected_by_pinterest": {},
                 "pinterest_status": None,
             }
