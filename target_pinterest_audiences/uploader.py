@@ -8,8 +8,9 @@ PATCH, sent by a pool of threads while the next records are read and hashed.
 Ordering: ADD and ADD commute, as do REMOVE and REMOVE, and requests about different
 users commute whatever their kind. Only an ADD and a REMOVE of the same user must not be
 reordered, so a request waits only while a request of the other kind carrying one of its
-users is still in flight for that list. A list being created blocks other requests to it
-until it has an id.
+users is still in flight for that list. A list being created holds other requests to it
+until it has an id. Waiting requests queue per list; the reading thread never waits for a
+list, only for a free slot.
 
 Nothing is acknowledged until Pinterest said 2xx. :meth:`Uploader.flush` sends what is
 pending and waits for every request; the target calls it before emitting STATE, which is
@@ -20,6 +21,7 @@ from __future__ import annotations
 
 import logging
 import threading
+from collections import deque
 from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -78,6 +80,8 @@ class _AudienceState:
     resolved: bool = False
     list_id: str | None = None
     creating: bool = False
+    # Requests that must wait for an earlier one (see Uploader._submit), in order.
+    queue: deque[tuple[Operation, list[str]]] = field(default_factory=deque)
 
 
 class Uploader:
@@ -109,6 +113,7 @@ class Uploader:
         # interrupted frame holds the lock.
         self._cond = threading.Condition(threading.RLock())
         self._inflight_total = 0
+        self._queued = 0
         self._max_inflight = max(2, 2 * max_parallel_requests)
         self._errors: list[TargetError] = []
         self._directory: dict[str, list[str]] | None = None
@@ -145,7 +150,7 @@ class Uploader:
         for state in list(self._audiences.values()):
             self._dispatch_all(state)
         with self._cond:
-            self._cond.wait_for(lambda: self._inflight_total == 0)
+            self._cond.wait_for(lambda: self._inflight_total == 0 and self._queued == 0)
         self._raise_if_failed()
 
     def close(self) -> None:
@@ -197,30 +202,47 @@ class Uploader:
         return records
 
     def _submit(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
-        assert self._executor is not None
-        other = state.inflight[_OTHER[operation]]
+        """Queue a request for the list; it leaves as soon as nothing orders it behind.
+
+        The reading thread waits only for a free slot (bounded memory), never for one
+        list: a request that must wait (its list is being created, or a request of the
+        other kind carrying one of its users is in flight) waits in the list's queue, and
+        the request thread that unblocks it sends it.
+        """
         with self._cond:
-            self._cond.wait_for(
-                lambda: (
-                    not state.creating
-                    and self._inflight_total < self._max_inflight
-                    and (not other or other.keys().isdisjoint(records))
-                )
-            )
+            self._cond.wait_for(lambda: self._inflight_total + self._queued < self._max_inflight)
             self._raise_if_failed()
-            if state.list_id is None:
-                if operation == REMOVE:
-                    # No list, so nobody to remove: the desired state already holds.
-                    with self._report.lock:
-                        self._report.audience(state.name).already_absent += len(records)
-                    return
-                state.creating = True
-            carried = state.inflight[operation]
-            for value in records:
-                carried[value] = carried.get(value, 0) + 1
-            self._inflight_total += 1
-            task = _Task(state, operation, records)
-            self._executor.submit(self._run, task)
+            state.queue.append((operation, records))
+            self._queued += 1
+            self._release(state)
+
+    def _release(self, state: _AudienceState) -> None:
+        """Send the list's queued requests that may go now, in order (caller holds the lock)."""
+        assert self._executor is not None
+        queue = state.queue
+        while queue and not state.creating:
+            operation, records = queue[0]
+            if self._errors:  # the run failed: send nothing more, count what is left
+                with self._report.lock:
+                    self._report.audience(state.name).failed += len(records)
+            elif state.list_id is None and operation == REMOVE:
+                # No list, so nobody to remove: the desired state already holds.
+                with self._report.lock:
+                    self._report.audience(state.name).already_absent += len(records)
+            else:
+                other = state.inflight[_OTHER[operation]]
+                if other and not other.keys().isdisjoint(records):
+                    return  # wait for the request that carries the same users
+                if state.list_id is None:
+                    state.creating = True
+                carried = state.inflight[operation]
+                for value in records:
+                    carried[value] = carried.get(value, 0) + 1
+                self._inflight_total += 1
+                self._executor.submit(self._run, _Task(state, operation, records))
+            queue.popleft()
+            self._queued -= 1
+        self._cond.notify_all()
 
     def resolve(self, audience: str) -> str | None:
         """The id of the audience's list on Pinterest, or None if it has none (yet)."""
@@ -290,7 +312,7 @@ class Uploader:
                         del carried[value]
                 self._inflight_total -= 1
                 state.creating = False
-                self._cond.notify_all()
+                self._release(state)
 
     def _write(self, task: _Task) -> None:
         state = task.state
@@ -346,7 +368,7 @@ class Uploader:
             # Other requests to the list may go now; its audience is created meanwhile.
             state.list_id = ref.id
             state.creating = False
-            self._cond.notify_all()
+            self._release(state)
         with self._report.lock:
             report = self._report.audience(state.name)
             report.list_id = ref.id
