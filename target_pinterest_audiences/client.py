@@ -23,6 +23,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+import msgspec
 import requests
 from requests.adapters import HTTPAdapter
 
@@ -45,6 +46,9 @@ RATE_LIMIT_CODE = 8
 _MAX_PACING_INTERVAL = 60.0
 _MIN_CUT_SPACING = 1.0
 _RECOVERY_FACTOR = 0.98
+
+_encode = msgspec.json.Encoder().encode
+_JSON_CONTENT = {"Content-Type": "application/json"}
 
 # An epoch timestamp is larger than any sensible delay in seconds; this tells the two
 # forms of X-RateLimit-Reset apart.
@@ -83,9 +87,13 @@ class Pacer:
         self,
         requests_per_second: float | None,
         *,
+        burst: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """``burst`` requests may go at once after a quiet spell (a per-minute quota
+        allows it); beyond that they are spaced at the rate."""
+        self._burst = max(1, burst)
         self._base_interval = 1.0 / requests_per_second if requests_per_second else 0.0
         self._interval = self._base_interval
         self._clock = clock
@@ -104,7 +112,9 @@ class Pacer:
         """Block until this thread may send one request."""
         with self._lock:
             now = self._clock()
-            start = max(now, self._next_slot, self._paused_until)
+            # Idle time earns up to burst - 1 slots in the past.
+            earliest = now - (self._burst - 1) * self._interval
+            start = max(earliest, self._next_slot, self._paused_until)
             self._next_slot = start + self._interval
         delay = start - now
         if delay > 0:
@@ -176,6 +186,14 @@ class PinterestClient:
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers["User-Agent"] = "target-pinterest-audiences"
+            # Read proxy and CA-bundle settings from the environment once, not per request:
+            # requests otherwise scans os.environ on every call (a third of its CPU here).
+            environment = session.merge_environment_settings(self.api_url, {}, None, None, None)
+            session.proxies.update(environment.get("proxies") or {})
+            session.verify = environment.get("verify", True)
+            if environment.get("cert"):
+                session.cert = environment["cert"]
+            session.trust_env = False
             self._local.session = session
             with self._sessions_lock:
                 self._sessions.append(session)
@@ -268,8 +286,12 @@ class PinterestClient:
                 method,
                 f"{self.api_url}{path}",
                 params=params,
-                json=body,
-                headers={"Authorization": f"Bearer {token}"},
+                # msgspec encodes a 1,900-record body several times faster than json.
+                data=None if body is None else _encode(body),
+                headers={
+                    "Authorization": f"Bearer {token}",
+                    **({} if body is None else _JSON_CONTENT),
+                },
                 timeout=(settings.connect_timeout_seconds, settings.read_timeout_seconds),
             )
         except (requests.ConnectionError, requests.Timeout) as exc:

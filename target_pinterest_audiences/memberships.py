@@ -19,15 +19,13 @@ must not cost the valid records around it.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
-
 from target_pinterest_audiences import segment
 from target_pinterest_audiences.fields import (
     AUDIENCE_KEY,
     CONTRACT_FIELDS,
     IN_AUDIENCE,
 )
-from target_pinterest_audiences.identifiers import HASHERS, Rejected
+from target_pinterest_audiences.identifiers import HASHERS
 
 # Pinterest documents no limit on customer list names; Ads Manager's name fields stop at
 # 255 characters, so a longer key would create a list nobody can rename in the UI. We
@@ -43,7 +41,6 @@ AUDIENCE_KEY_TOO_LONG = "audience_key_too_long"
 AUDIENCE_KEY_CONTROL_CHARACTERS = "audience_key_control_characters"
 
 
-@dataclass(slots=True)
 class Membership:
     """What one record asks for, after hashing.
 
@@ -51,19 +48,53 @@ class Membership:
     lists the reason codes of identifier values that were not usable; the record is still
     used when at least one identifier was. ``skip_reason`` is set when the record cannot be
     used; then ``hashes`` is empty, and ``changes`` names the audiences it was meant for
-    when those could be read.
+    when those could be read. ``fields`` is the record in the contract's fields (a Segment
+    payload after rewriting).
+
+    A plain slotted class rather than a dataclass: one is built per record, and default
+    factories would cost more than everything else it does.
     """
 
-    hashes: list[str] = field(default_factory=list)
-    changes: list[tuple[str, bool]] = field(default_factory=list)
-    rejected: list[str] = field(default_factory=list)
-    skip_reason: str | None = None
-    fields: dict[str, object] = field(default_factory=dict, compare=False, repr=False)
-    """The record in the contract's fields (a Segment payload after rewriting)."""
+    __slots__ = ("changes", "fields", "hashes", "rejected", "skip_reason")
+
+    def __init__(
+        self,
+        hashes: list[str] | None = None,
+        changes: list[tuple[str, bool]] | None = None,
+        rejected: list[str] | None = None,
+        skip_reason: str | None = None,
+        fields: dict[str, object] | None = None,
+    ) -> None:
+        self.hashes = [] if hashes is None else hashes
+        self.changes = [] if changes is None else changes
+        self.rejected = [] if rejected is None else rejected
+        self.skip_reason = skip_reason
+        self.fields = {} if fields is None else fields
+
+    def __eq__(self, other: object) -> bool:
+        """Equal when they ask for the same thing (``fields`` is not compared)."""
+        if not isinstance(other, Membership):
+            return NotImplemented
+        return (self.hashes, self.changes, self.rejected, self.skip_reason) == (
+            other.hashes,
+            other.changes,
+            other.rejected,
+            other.skip_reason,
+        )
+
+    __hash__ = None  # type: ignore[assignment]  # mutable, compared by value
+
+    def __repr__(self) -> str:
+        return (
+            f"Membership(hashes={self.hashes!r}, changes={self.changes!r}, "
+            f"rejected={self.rejected!r}, skip_reason={self.skip_reason!r})"
+        )
 
 
-# Audience names repeat on every record; remember the valid ones, stripped (bounded).
+# Audience names repeat on every record; remember the valid ones, stripped (bounded), and
+# the explicit form's change list per (key, in_audience): it is shared, never mutated.
 _AUDIENCE_NAMES: dict[str, str] = {}
+_EXPLICIT_CHANGES: dict[tuple[str, bool], list[tuple[str, bool]]] = {}
 _AUDIENCE_NAMES_MAX = 100_000
 _FIELD_HASHERS = tuple((kind.value, hasher) for kind, hasher in HASHERS.items())
 
@@ -112,33 +143,42 @@ def hash_identifiers(record: dict[str, object]) -> tuple[list[str], list[str]]:
     """
     hashes: list[str] = []
     rejected: list[str] = []
+    get = record.get
     for name, hasher in _FIELD_HASHERS:
-        value = record.get(name)
+        value = get(name)
         if value is None:
             continue
         result = hasher(value)
-        if isinstance(result, Rejected):
+        if isinstance(result, str):
+            if result not in hashes:
+                hashes.append(result)
+        else:
             rejected.append(result.reason)
-        elif result not in hashes:
-            hashes.append(result)
     return hashes, rejected
 
 
 def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[str, bool]] | str:
     """Read the audience changes a record asks for, or return the reason it cannot be used."""
     if AUDIENCE_KEY in record or IN_AUDIENCE in record:
-        key = record.get(AUDIENCE_KEY, stream_name)
+        key = record.get(AUDIENCE_KEY)
         if key is None:
             key = stream_name
-        member = record.get(IN_AUDIENCE, True)
+        member = record.get(IN_AUDIENCE)
         if member is None:
             member = True
-        if not isinstance(member, bool):
+        elif member is not True and member is not False:
             return IN_AUDIENCE_NOT_BOOLEAN
+        if isinstance(key, str):
+            cached = _EXPLICIT_CHANGES.get((key, member))
+            if cached is not None:
+                return cached
         try:
-            return [(audience_name(key), member)]
+            changes = [(audience_name(key), member)]
         except ValueError as problem:
             return str(problem)
+        if len(_EXPLICIT_CHANGES) < _AUDIENCE_NAMES_MAX and isinstance(key, str):
+            _EXPLICIT_CHANGES[(key, member)] = changes
+        return changes
 
     flags: list[tuple[str, bool]] = []
     for name, value in record.items():
@@ -162,10 +202,8 @@ def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
         rejected += extra_rejected
     changes = audience_changes(stream_name, record)
     if isinstance(changes, str):
-        return Membership(rejected=rejected, skip_reason=changes, fields=record)
+        return Membership([], [], rejected, changes, record)
     if not hashes:
         # Keep the changes: the skip is reported against the audiences it would have hit.
-        return Membership(
-            changes=changes, rejected=rejected, skip_reason=NO_VALID_IDENTIFIER, fields=record
-        )
-    return Membership(hashes=hashes, changes=changes, rejected=rejected, fields=record)
+        return Membership([], changes, rejected, NO_VALID_IDENTIFIER, record)
+    return Membership(hashes, changes, rejected, None, record)

@@ -84,7 +84,7 @@ class NumberedSingerReader(MsgSpecReader):
         """Dispatch each message to its callback, skipping blank lines."""
         stats: dict[str, int] = defaultdict(int)
         lines: Iterable[str | bytes] = file_input or self.default_input
-        decode = self.deserialize_json
+        decode = _decoder.decode
         self.waiting_for_input = True
         try:
             for line in lines:
@@ -92,16 +92,21 @@ class NumberedSingerReader(MsgSpecReader):
                 self.line_number += 1
                 if self.stop_signal is not None:  # arrived while the last line was processed
                     raise TerminationRequestedError(self.stop_signal)
-                if line.isspace():
-                    self.waiting_for_input = True
-                    continue
-                message = decode(line)
+                try:
+                    message = decode(line)
+                except (msgspec.DecodeError, UnicodeDecodeError):
+                    if not line.strip():  # blank lines are allowed (checked only here: rare)
+                        self.waiting_for_input = True
+                        continue
+                    message = self.deserialize_json(line)  # raises the error with a message
+                if message.__class__ is not dict:
+                    message = self.deserialize_json(line)  # raises: not a message object
                 message_type = message.get("type")
                 callback = callbacks.get(message_type) if isinstance(message_type, str) else None
                 if callback is None:
                     raise InvalidInputLine(self._unknown_type(message_type))
                 callback(message)
-                stats[message_type] += 1  # type: ignore[index]
+                stats[message_type] += 1
                 if self.stop_signal is not None:
                     raise TerminationRequestedError(self.stop_signal)
                 self.waiting_for_input = True

@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any
 
 from singer_sdk.sinks import Sink
 
-from target_pinterest_audiences.memberships import read_membership
+from target_pinterest_audiences.memberships import Membership, read_membership
 from target_pinterest_audiences.rejects import RejectFile
 
 if TYPE_CHECKING:
@@ -57,6 +57,25 @@ class AudienceSink(Sink):
         """Read one record (numbered from 1 in its input stream) into audience changes."""
         self._uncounted += 1
         membership = read_membership(self.stream_name, record)
+        hashes = membership.hashes
+        if membership.rejected or membership.skip_reason is not None:
+            self._count_problems(membership, stream_report, record_number)
+        else:
+            stream_report.used += 1
+        if not hashes:
+            return
+        if self.mirror is not None:
+            for audience, member in membership.changes:
+                self.mirror.record(self.stream_name, audience, hashes, member)
+        else:
+            change = self.uploader.change
+            for audience, member in membership.changes:
+                change(audience, hashes, member)
+
+    def _count_problems(
+        self, membership: Membership, stream_report: StreamReport, record_number: int
+    ) -> None:
+        """Count what was not used, per stream and per audience, and write reject lines."""
         source_stream = stream_report.name
         for reason in membership.rejected:
             stream_report.identifiers_rejected[reason] += 1
@@ -68,19 +87,12 @@ class AudienceSink(Sink):
             )
         else:
             stream_report.used += 1
-        for audience, member in membership.changes:
-            if membership.rejected or membership.skip_reason:
-                report = self.run_report.audience(audience)
-                for reason in membership.rejected:
-                    report.identifiers_rejected[reason] += 1
-                if membership.skip_reason is not None:
-                    report.skipped[membership.skip_reason] += 1
-            if not membership.hashes:
-                continue
-            if self.mirror is not None:
-                self.mirror.record(self.stream_name, audience, membership.hashes, member)
-            else:
-                self.uploader.change(audience, membership.hashes, member)
+        for audience, _ in membership.changes:
+            report = self.run_report.audience(audience)
+            for reason in membership.rejected:
+                report.identifiers_rejected[reason] += 1
+            if membership.skip_reason is not None:
+                report.skipped[membership.skip_reason] += 1
 
     def count_records(self) -> None:
         """Report records read to the SDK's record-count metric (batched: it reads the clock)."""

@@ -60,13 +60,14 @@ Sending = Callable[[str, Operation, list[str]], None]
 """Callback(audience, operation, hashes) run just before a request carrying them is sent."""
 
 
-@dataclass
+@dataclass(eq=False)  # compared and hashed by identity: tasks live in sets
 class _Task:
     """One request's records, and how many of them are settled (sent or refused)."""
 
     state: _AudienceState
     operation: Operation
     records: list[str]
+    users: frozenset[str]
     settled: int = 0
     rejected: int = 0
 
@@ -75,8 +76,10 @@ class _Task:
 class _AudienceState:
     name: str
     pending: dict[Operation, set[str]] = field(default_factory=lambda: {ADD: set(), REMOVE: set()})
-    # hash -> number of in-flight requests carrying it, per kind (bounded by the pool size).
-    inflight: dict[Operation, dict[str, int]] = field(default_factory=lambda: {ADD: {}, REMOVE: {}})
+    # The requests in flight for this list, per kind (at most the pool size).
+    inflight: dict[Operation, set[_Task]] = field(
+        default_factory=lambda: {ADD: set(), REMOVE: set()}
+    )
     resolved: bool = False
     list_id: str | None = None
     creating: bool = False
@@ -230,16 +233,15 @@ class Uploader:
                 with self._report.lock:
                     self._report.audience(state.name).already_absent += len(records)
             else:
-                other = state.inflight[_OTHER[operation]]
-                if other and not other.keys().isdisjoint(records):
+                users = frozenset(records)
+                if any(not users.isdisjoint(t.users) for t in state.inflight[_OTHER[operation]]):
                     return  # wait for the request that carries the same users
                 if state.list_id is None:
                     state.creating = True
-                carried = state.inflight[operation]
-                for value in records:
-                    carried[value] = carried.get(value, 0) + 1
+                task = _Task(state, operation, records, users)
+                state.inflight[operation].add(task)
                 self._inflight_total += 1
-                self._executor.submit(self._run, _Task(state, operation, records))
+                self._executor.submit(self._run, task)
             queue.popleft()
             self._queued -= 1
         self._cond.notify_all()
@@ -303,13 +305,7 @@ class Uploader:
                 self._errors.append(error)
         finally:
             with self._cond:
-                carried = state.inflight[task.operation]
-                for value in task.records:
-                    remaining = carried[value] - 1
-                    if remaining:
-                        carried[value] = remaining
-                    else:
-                        del carried[value]
+                state.inflight[task.operation].discard(task)
                 self._inflight_total -= 1
                 state.creating = False
                 self._release(state)

@@ -270,3 +270,15 @@ def test_an_unparseable_retry_after_falls_back_to_backoff(emulator: Emulator) ->
     assert client.get(LISTS)["items"] == []
     assert len(sleeps.calls) == 1
     assert 0 <= sleeps.calls[0] <= 0.5
+
+
+def test_pacer_burst_lets_a_quiet_caller_send_a_few_at_once() -> None:
+    fake = FakeClock()
+    pacer = Pacer(2, burst=3, clock=fake.clock, sleep=fake.sleep)
+    fake.now += 60  # quiet for a minute
+
+    for _ in range(5):
+        pacer.acquire()
+
+    # Three go at once; then the rate (0.5 s apart) applies.
+    assert fake.slept == pytest.approx([0.5, 0.5])
