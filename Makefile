@@ -65,5 +65,8 @@ lint: $(STAMP)
 test: lint meltano-venv postgres-server
 	$(BIN)/python -m pytest -q
 
+bench: $(STAMP)
+	$(BIN)/python -m bench
+
 clean:
 	rm -rf $(VENV) $(MELTANO_VENV) .pytest_cache .mypy_cache .ruff_cache
