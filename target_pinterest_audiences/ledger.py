@@ -30,6 +30,16 @@ from collections.abc import Iterable, Iterator, Sequence
 from pathlib import Path
 from typing import Any, Protocol
 
+_UPSERT_UNCERTAIN = (
+    "INSERT INTO ledger_members (list_key, hash, confirmed) VALUES (?, ?, 0) "
+    "ON CONFLICT (list_key, hash) DO UPDATE SET confirmed = 0"
+)
+_UPSERT_CONFIRMED = (
+    "INSERT INTO ledger_members (list_key, hash, confirmed) VALUES (?, ?, 1) "
+    "ON CONFLICT (list_key, hash) DO UPDATE SET confirmed = 1"
+)
+_DELETE = "DELETE FROM ledger_members WHERE list_key = ? AND hash = ?"
+
 # Rows per executemany/fetch: large enough to amortize round trips, small enough to keep
 # memory flat for 10M-member audiences.
 CHUNK_ROWS = 10_000
@@ -186,46 +196,30 @@ class Ledger:
 
     def mark_uncertain(self, audience: str, hashes: Sequence[str]) -> None:
         """Before a request: these rows' membership is unknown until it is acknowledged."""
-        key = self.audience_key(audience)
-        with self._lock:
-            cursor = self._connection.cursor()
-            cursor.executemany(
-                self._sql(
-                    "INSERT INTO ledger_members (list_key, hash, confirmed) VALUES (?, ?, 0) "
-                    "ON CONFLICT (list_key, hash) DO UPDATE SET confirmed = 0"
-                ),
-                [(key, bytes.fromhex(value)) for value in hashes],
-            )
-            self._connection.commit()
+        self._write_rows(audience, _UPSERT_UNCERTAIN, hashes)
 
     def confirm_added(self, audience: str, list_id: str, hashes: Sequence[str]) -> None:
         """After an acknowledged ADD (or list creation): these are members of ``list_id``."""
-        key = self.audience_key(audience)
         with self._lock:
             if self.list_id(audience) != list_id:
                 # A list created this run: its uncertain rows (marked before the create
                 # request) belong to it, so the id is set without voiding them.
                 self._execute(
-                    "UPDATE ledger_lists SET list_id = ? WHERE list_key = ?", (list_id, key)
+                    "UPDATE ledger_lists SET list_id = ? WHERE list_key = ?",
+                    (list_id, self.audience_key(audience)),
                 )
-            cursor = self._connection.cursor()
-            cursor.executemany(
-                self._sql(
-                    "INSERT INTO ledger_members (list_key, hash, confirmed) VALUES (?, ?, 1) "
-                    "ON CONFLICT (list_key, hash) DO UPDATE SET confirmed = 1"
-                ),
-                [(key, bytes.fromhex(value)) for value in hashes],
-            )
-            self._connection.commit()
+            self._write_rows(audience, _UPSERT_CONFIRMED, hashes)
 
     def confirm_removed(self, audience: str, hashes: Sequence[str]) -> None:
         """After an acknowledged REMOVE: these are no longer members."""
+        self._write_rows(audience, _DELETE, hashes)
+
+    def _write_rows(self, audience: str, statement: str, hashes: Sequence[str]) -> None:
         key = self.audience_key(audience)
         with self._lock:
             cursor = self._connection.cursor()
             cursor.executemany(
-                self._sql("DELETE FROM ledger_members WHERE list_key = ? AND hash = ?"),
-                [(key, bytes.fromhex(value)) for value in hashes],
+                self._sql(statement), [(key, bytes.fromhex(value)) for value in hashes]
             )
             self._connection.commit()
 
