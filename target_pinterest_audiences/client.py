@@ -149,7 +149,6 @@ class ClientSettings:
     connect_timeout_seconds: float = 10.0
     read_timeout_seconds: float = 120.0
     retry: RetryPolicy = RetryPolicy()
-    pool_size: int = 16
 
 
 class PinterestClient:
@@ -180,9 +179,7 @@ class PinterestClient:
         session: requests.Session | None = getattr(self._local, "session", None)
         if session is None:
             session = requests.Session()
-            adapter = HTTPAdapter(
-                pool_connections=1, pool_maxsize=self._settings.pool_size, max_retries=0
-            )
+            adapter = HTTPAdapter(pool_connections=1, pool_maxsize=1, max_retries=0)
             session.mount("https://", adapter)
             session.mount("http://", adapter)
             session.headers["User-Agent"] = "target-pinterest-audiences"

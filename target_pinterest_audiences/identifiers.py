@@ -44,12 +44,8 @@ _UUID = re.compile(r"[0-9a-fA-F]{8}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}-[0-9a-fA-F]{4}
 # report an all-zero advertising ID: it identifies nobody, and sending it would merge
 # every opted-out device into one "user".
 _ZERO_UUID = "00000000-0000-0000-0000-000000000000"
-_ZERO_UUID_DIGESTS = frozenset(
-    {
-        hashlib.sha256(_ZERO_UUID.encode()).hexdigest(),
-        hashlib.sha256(_ZERO_UUID.upper().encode()).hexdigest(),
-    }
-)
+# The same ID arriving already hashed (upper and lower case are the same string here).
+_ZERO_UUID_DIGEST = hashlib.sha256(_ZERO_UUID.encode()).hexdigest()
 
 
 class IdentifierKind(enum.StrEnum):
@@ -128,7 +124,7 @@ def _hash_device_id(value: object, kind: IdentifierKind, *, upper: bool) -> str 
         return Rejected(reason_code(kind, Problem.EMPTY))
     if is_sha256_hex(text):
         digest = text.lower()
-        if digest in _ZERO_UUID_DIGESTS:
+        if digest == _ZERO_UUID_DIGEST:
             return Rejected(reason_code(kind, Problem.ZEROED))
         return digest
     if len(text) != UUID_LENGTH or _UUID.fullmatch(text) is None:

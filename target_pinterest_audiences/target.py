@@ -178,7 +178,6 @@ class TargetPinterestAudiences(Target):
                 settings=ClientSettings(
                     read_timeout_seconds=settings.request_timeout_seconds,
                     retry=RetryPolicy(max_total_wait_seconds=settings.max_retry_wait_seconds),
-                    pool_size=settings.max_parallel_requests,
                 ),
                 write_pacer=Pacer(settings.max_requests_per_second),
                 read_pacer=Pacer(ADS_READ_REQUESTS_PER_SECOND, burst=ADS_READ_BURST),

@@ -417,3 +417,12 @@ def test_output_is_always_64_lowercase_hex(hasher, raw: str) -> None:
     assert len(result) == identifiers.SHA256_HEX_LENGTH
     assert result == result.lower()
     assert is_sha256_hex(result)
+
+
+@pytest.mark.parametrize("hasher", [hash_ios_idfa, hash_android_id])
+def test_an_already_hashed_all_zero_device_id_is_still_refused(hasher) -> None:
+    digest = hashlib.sha256(ZERO_UUID.encode()).hexdigest()
+    for value in (digest, digest.upper()):
+        result = hasher(value)
+        assert isinstance(result, Rejected)
+        assert result.reason.endswith("_zeroed")
