@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean meltano-venv postgres-server
+.PHONY: demo test lint install bench clean meltano-venv postgres-server postgres-wal2json
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -54,6 +54,36 @@ postgres-server:
 	@ls $(PG_INITDB_GLOB) >/dev/null 2>&1 || [ -x "$${POSTGRES_BIN_DIR:-/nonexistent}/initdb" ] \
 		|| { echo "$(PG_MISSING) Installing it did not work." >&2; exit 1; }
 
+# wal2json, the logical decoding plugin of tap-postgres' LOG_BASED replication, for the
+# CDC tests (tests/test_cdc_postgres.py). Installs Debian's postgresql-<major>-wal2json for the
+# server installation the tests use (POSTGRES_BIN_DIR, else the newest in /usr/lib/postgresql)
+# only when wal2json.so is missing from that server's library directory.
+PG_BIN_DIR_SH := if [ -n "$${POSTGRES_BIN_DIR:-}" ]; then echo "$$POSTGRES_BIN_DIR"; \
+	else ls -d $(PG_INITDB_GLOB) 2>/dev/null | sort -V | tail -n 1 | xargs -r dirname; fi
+WAL2JSON_MISSING = wal2json.so is not in $$libdir (the PostgreSQL server in $$bindir).
+
+postgres-wal2json: postgres-server
+	@bindir="$$($(PG_BIN_DIR_SH))"; \
+	libdir="$$("$$bindir/pg_config" --pkglibdir)" \
+		|| { echo "No pg_config in $$bindir to find its library directory." >&2; exit 1; }; \
+	[ -f "$$libdir/wal2json.so" ] && exit 0; \
+	major="$$("$$bindir/postgres" --version | sed -n 's/^[^0-9]*\([0-9][0-9]*\).*/\1/p')"; \
+	package="postgresql-$$major-wal2json"; \
+	install="DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends $$package"; \
+	if ! command -v apt-get >/dev/null 2>&1; then \
+		echo "$(WAL2JSON_MISSING) Install wal2json for PostgreSQL $$major." >&2; exit 1; \
+	elif [ "$$(id -u)" -eq 0 ]; then \
+		echo "Installing $$package (apt-get install) for the CDC tests"; \
+		apt-get update && sh -c "$$install"; \
+	elif command -v sudo >/dev/null 2>&1; then \
+		echo "Installing $$package (sudo apt-get install) for the CDC tests"; \
+		sudo apt-get update && sudo sh -c "$$install"; \
+	else \
+		echo "$(WAL2JSON_MISSING) Not root and no sudo: as root run" >&2; \
+		echo "  apt-get update && $$install" >&2; exit 1; \
+	fi; \
+	[ -f "$$libdir/wal2json.so" ] || { echo "$(WAL2JSON_MISSING) Installing $$package did not work." >&2; exit 1; }
+
 demo: $(STAMP)
 	$(BIN)/python -m target_pinterest_audiences.demo
 
@@ -62,7 +92,7 @@ lint: $(STAMP)
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
 
-test: lint meltano-venv postgres-server
+test: lint meltano-venv postgres-server postgres-wal2json
 	$(BIN)/python -m pytest -q
 
 bench: $(STAMP)

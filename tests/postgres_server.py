@@ -17,6 +17,10 @@ or import them into a test module):
 - ``postgres_url``: ``postgresql://<user>@127.0.0.1:<port>/<db>`` of a database made for the
   session.
 - ``fresh_postgres_url``: the URL of a new, empty database made for one test and dropped after.
+- ``logical_postgres_server``: a second session server set up for logical replication
+  (``wal_level = logical``) with the wal2json output plugin checked, for change-data-capture
+  tests (tap-postgres LOG_BASED). ``make postgres-wal2json`` installs Debian's
+  ``postgresql-<major>-wal2json``. It is separate so the ledger tests' server stays as it was.
 
 If no PostgreSQL server installation is found, the fixtures FAIL (never skip) and say how to
 install one. ``POSTGRES_BIN_DIR`` may name the directory holding ``initdb`` and ``postgres``.
@@ -35,7 +39,7 @@ import tempfile
 import threading
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
 
 import pytest
@@ -50,6 +54,17 @@ INSTALL_HINT = (
     "Install it with `make postgres-server` (on Debian/Ubuntu: apt-get install postgresql), "
     "or set POSTGRES_BIN_DIR to the directory holding initdb and postgres."
 )
+# What logical decoding needs (the defaults of max_replication_slots and max_wal_senders are
+# 10 already; stated so that a packager's different default cannot break the CDC tests).
+# Logical decoding reads only WAL that is flushed: with asynchronous commit a committed change
+# would reach a reader up to three wal_writer_delay later, so a test could miss it.
+LOGICAL_REPLICATION_SETTINGS = {
+    "wal_level": "logical",
+    "max_replication_slots": "10",
+    "max_wal_senders": "10",
+    "synchronous_commit": "on",
+}
+WAL2JSON = "wal2json"
 
 
 class PostgresUnavailableError(RuntimeError):
@@ -86,6 +101,38 @@ def find_bin_dir() -> Path:
     )
 
 
+def find_wal2json(bin_dir: Path) -> Path:
+    """The wal2json output plugin (``wal2json.so``) of the server installation in ``bin_dir``.
+
+    Looked up in that server's own library directory (``pg_config --pkglibdir``): a plugin
+    built for another major version would not load.
+    """
+    pg_config = bin_dir / "pg_config"
+    hint = (
+        "Install it with `make postgres-wal2json` (on Debian/Ubuntu: apt-get install "
+        "postgresql-<major>-wal2json, for the server's major version)."
+    )
+    if not os.access(pg_config, os.X_OK):
+        raise PostgresUnavailableError(
+            f"No pg_config in {bin_dir} to find the server's library directory and wal2json "
+            f"in it. {hint}"
+        )
+    done = subprocess.run(
+        [str(pg_config), "--pkglibdir"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        check=False,
+    )
+    plugin = Path(done.stdout.strip()) / f"{WAL2JSON}.so"
+    if done.returncode != 0 or not plugin.is_file():
+        raise PostgresUnavailableError(
+            f"The wal2json logical decoding plugin is not installed for the PostgreSQL server "
+            f"in {bin_dir} (no {plugin}). {hint}"
+        )
+    return plugin
+
+
 def _free_port() -> int:
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
         sock.bind((HOST, 0))
@@ -103,9 +150,15 @@ def _quote_ident(name: str) -> str:
 class PostgresServer:
     """One throwaway PostgreSQL server; a context manager (``start``/``stop``)."""
 
-    def __init__(self, bin_dir: Path | None = None, user: str = SUPERUSER) -> None:
+    def __init__(
+        self,
+        bin_dir: Path | None = None,
+        user: str = SUPERUSER,
+        settings: Mapping[str, str] | None = None,
+    ) -> None:
         self.bin_dir = bin_dir or find_bin_dir()
         self.user = user
+        self.settings = dict(settings or {})  # extra `-c name=value` server settings
         self.host = HOST
         self.port = 0
         self.base_dir: Path | None = None
@@ -290,6 +343,8 @@ class PostgresServer:
             "-c",
             "full_page_writes=off",
         ]
+        for name, value in self.settings.items():
+            argv += ["-c", f"{name}={value}"]
         with open(self.log_path, "ab") as log:
             self._proc = subprocess.Popen(
                 self._as_server_user(argv),
@@ -351,30 +406,56 @@ def _import_psycopg():
 # The fixtures may be registered twice (conftest's pytest_plugins and a test module importing
 # them); pytest then sets up the session fixture once per registration. Both share one server.
 
-_shared_lock = threading.Lock()
-_shared_server: PostgresServer | None = None
-_shared_users = 0
+
+class _SharedServer:
+    """One server of one kind per process, started by its first user, stopped by its last."""
+
+    def __init__(self, make: Callable[[], PostgresServer]) -> None:
+        self._make = make
+        self._lock = threading.Lock()
+        self._server: PostgresServer | None = None
+        self._users = 0
+
+    def acquire(self) -> PostgresServer:
+        with self._lock:
+            if self._server is None:
+                server = self._make()
+                server.start()
+                server.create_database(SESSION_DATABASE)
+                self._server = server
+            self._users += 1
+            return self._server
+
+    def release(self) -> None:
+        with self._lock:
+            self._users -= 1
+            if self._users == 0 and self._server is not None:
+                self._server.stop()
+                self._server = None
 
 
-def _acquire_server() -> PostgresServer:
-    global _shared_server, _shared_users
-    with _shared_lock:
-        if _shared_server is None:
-            server = PostgresServer()
-            server.start()
-            server.create_database(SESSION_DATABASE)
-            _shared_server = server
-        _shared_users += 1
-        return _shared_server
+def _logical_replication_server() -> PostgresServer:
+    bin_dir = find_bin_dir()
+    find_wal2json(bin_dir)  # fail before initdb, with the install hint
+    return PostgresServer(bin_dir, settings=LOGICAL_REPLICATION_SETTINGS)
 
 
-def _release_server() -> None:
-    global _shared_server, _shared_users
-    with _shared_lock:
-        _shared_users -= 1
-        if _shared_users == 0 and _shared_server is not None:
-            _shared_server.stop()
-            _shared_server = None
+_plain = _SharedServer(PostgresServer)
+_logical = _SharedServer(_logical_replication_server)
+
+
+def _session_server(shared: _SharedServer) -> Iterator[PostgresServer]:
+    problem = ""
+    try:
+        server = shared.acquire()
+    except PostgresUnavailableError as exc:
+        problem = str(exc)
+    if problem:  # failed outside the except block: one message, not a chained traceback
+        pytest.fail(f"Cannot start a PostgreSQL server for the tests: {problem}", pytrace=False)
+    try:
+        yield server
+    finally:
+        shared.release()
 
 
 # The functions carry a _fixture suffix and name their fixture explicitly, so a test module can
@@ -385,17 +466,7 @@ def _release_server() -> None:
 @pytest.fixture(scope="session", name="postgres_server")
 def postgres_server_fixture() -> Iterator[PostgresServer]:
     """The session's throwaway PostgreSQL server on 127.0.0.1 (fails if none is installed)."""
-    problem = ""
-    try:
-        server = _acquire_server()
-    except PostgresUnavailableError as exc:
-        problem = str(exc)
-    if problem:  # failed outside the except block: one message, not a chained traceback
-        pytest.fail(f"Cannot start a PostgreSQL server for the tests: {problem}", pytrace=False)
-    try:
-        yield server
-    finally:
-        _release_server()
+    yield from _session_server(_plain)
 
 
 @pytest.fixture(scope="session", name="postgres_url")
@@ -413,3 +484,14 @@ def fresh_postgres_url_fixture(postgres_server: PostgresServer) -> Iterator[str]
         yield url
     finally:
         postgres_server.drop_database(name)
+
+
+@pytest.fixture(scope="session", name="logical_postgres_server")
+def logical_postgres_server_fixture() -> Iterator[PostgresServer]:
+    """A throwaway server on 127.0.0.1 with ``wal_level = logical`` and wal2json installed.
+
+    Its own server, not the ledger tests' one, so replication slots (which hold WAL back) and
+    the logical WAL level touch no other test. Fails, never skips, when wal2json is missing.
+    Trust authentication: a client that insists on a password (tap-postgres) may send any.
+    """
+    yield from _session_server(_logical)

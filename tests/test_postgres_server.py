@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import json
 import socket
 from collections.abc import Iterator
+from pathlib import Path
 from urllib.parse import urlsplit
 
 import psycopg
@@ -13,7 +15,9 @@ from postgres_server import (  # the *_fixture imports register the fixtures in 
     PostgresServer,
     PostgresUnavailableError,
     find_bin_dir,
+    find_wal2json,
     fresh_postgres_url_fixture,  # noqa: F401
+    logical_postgres_server_fixture,  # noqa: F401
     postgres_server_fixture,  # noqa: F401
     postgres_url_fixture,  # noqa: F401
 )
@@ -105,3 +109,54 @@ def test_missing_installation_fails_with_install_hint(
     monkeypatch.setenv("POSTGRES_BIN_DIR", str(tmp_path))
     with pytest.raises(PostgresUnavailableError, match="make postgres-server"):
         find_bin_dir()
+
+
+def test_missing_wal2json_fails_with_install_hint(tmp_path: Path) -> None:
+    # A server installation whose library directory holds no wal2json.so.
+    pg_config = tmp_path / "pg_config"
+    pg_config.write_text(f"#!/bin/sh\necho {tmp_path}\n", encoding="utf-8")
+    pg_config.chmod(0o755)
+    with pytest.raises(PostgresUnavailableError, match="make postgres-wal2json"):
+        find_wal2json(tmp_path)
+
+
+def test_logical_server_is_its_own_server_with_wal_level_logical(
+    logical_postgres_server: PostgresServer, postgres_server: PostgresServer
+) -> None:
+    assert logical_postgres_server.port != postgres_server.port
+    with psycopg.connect(logical_postgres_server.url()) as conn:
+        assert conn.execute("SHOW wal_level").fetchone() == ("logical",)
+    with psycopg.connect(postgres_server.url()) as conn:  # the ledger tests' server: unchanged
+        assert conn.execute("SHOW wal_level").fetchone() == ("replica",)
+
+
+def test_logical_server_decodes_changes_with_wal2json(
+    logical_postgres_server: PostgresServer,
+) -> None:
+    """What tap-postgres LOG_BASED reads: wal2json format 2; a delete carries the key only."""
+    name = "test_wal2json_probe"
+    url = logical_postgres_server.create_database(name)
+    slot = "probe_slot"
+    try:
+        with psycopg.connect(url, autocommit=True) as conn:
+            conn.execute("CREATE TABLE people (id int PRIMARY KEY, email text NOT NULL)")
+            conn.execute("SELECT pg_create_logical_replication_slot(%s, 'wal2json')", (slot,))
+            conn.execute("INSERT INTO people VALUES (1, 'ann@example.com')")
+            conn.execute("DELETE FROM people WHERE id = 1")
+            rows = conn.execute(
+                "SELECT data FROM pg_logical_slot_get_changes(%s, NULL, NULL, "
+                "'format-version', '2', 'include-transaction', 'false')",
+                (slot,),
+            ).fetchall()
+            conn.execute("SELECT pg_drop_replication_slot(%s)", (slot,))
+    finally:
+        logical_postgres_server.drop_database(name)
+    changes = [json.loads(data) for (data,) in rows]
+    assert [c["action"] for c in changes] == ["I", "D"]
+    insert, delete = changes
+    assert {c["name"]: c["value"] for c in insert["columns"]} == {
+        "id": 1,
+        "email": "ann@example.com",
+    }
+    assert [c["name"] for c in delete["identity"]] == ["id"]  # REPLICA IDENTITY DEFAULT
+    assert "columns" not in delete
