@@ -304,6 +304,9 @@ class Settings:
     def secrets(self) -> list[str]:
         """Every secret value of the config, for log redaction."""
         values = [self.access_token, self.refresh_token, self.client_secret, self.ledger_url]
+        if self.client_id and self.client_secret:
+            # The HTTP Basic credential of a token refresh (the redactor adds its base64).
+            values.append(f"{self.client_id}:{self.client_secret}")
         if self.ledger_url:
             values.append(urlsplit(self.ledger_url).password)
         return [value for value in values if value]

@@ -4,10 +4,19 @@ The SDK's readers put the offending line into the exception and the log when a l
 valid JSON or lacks a key; our input lines hold raw email addresses, so those messages name
 the line number instead. Parsing uses msgspec (the SDK's ``MsgSpecReader``), several times
 faster than the standard library on record-sized lines.
+
+No line can poison the stream. A line msgspec refuses gets a second, tolerant reading
+(:func:`decode_tolerantly`) before it stops the run: Python taps write ``NaN`` and
+``Infinity`` by default (``json.dumps(allow_nan=True)``), and numbers beyond a float's range
+or a 4,300-digit integer sit in columns the target never reads, so they must not cost the
+record. A UTF-8 byte-order mark before the first line is dropped. Whatever still cannot be
+read (malformed JSON, nesting too deep for the decoder, a line too large for memory) stops
+the run with the line's number, never a traceback, after what came before was delivered.
 """
 
 from __future__ import annotations
 
+import json
 import sys
 from collections import Counter, defaultdict
 from collections.abc import Callable, Iterable
@@ -20,6 +29,31 @@ from singer_sdk.singerlib.exceptions import InvalidInputLine
 from target_pinterest_audiences.errors import InputError, TerminationRequestedError
 
 _decoder = msgspec.json.Decoder()
+_UTF8_BOM = b"\xef\xbb\xbf"
+# Python refuses to convert integers longer than this to int (CVE-2020-10735); a longer
+# one becomes a float (inf), which only matters if the target read it, and it does not.
+_MAX_INT_DIGITS = 4000
+
+
+def _parse_int(text: str) -> int | float:
+    return int(text) if len(text) <= _MAX_INT_DIGITS else float(text)
+
+
+def decode_tolerantly(text: str) -> Any:
+    """Decode JSON the way Python's own encoder writes it: NaN, Infinity, any number.
+
+    Raises ``ValueError`` for text that is not JSON even so, ``RecursionError`` for nesting
+    deeper than the interpreter allows. Numbers a float cannot hold become ``inf``.
+    """
+    return json.loads(text, parse_int=_parse_int)
+
+
+def depth_problem(where: str) -> str:
+    """The message for a line or file line whose values are nested too deeply."""
+    return (
+        f"{where} is nested too deeply to read (the limit is about "
+        f"{sys.getrecursionlimit()} levels of objects and arrays); stopping"
+    )
 
 
 class NumberedSingerReader(MsgSpecReader):
@@ -45,21 +79,46 @@ class NumberedSingerReader(MsgSpecReader):
 
     def deserialize_json(self, line: str | bytes) -> dict[str, Any]:
         """Decode one line; the error names the line number, not its content."""
-        try:
-            message = _decoder.decode(line)
-        except UnicodeDecodeError:
-            msg = (
-                f"input line {self.line_number} is not valid UTF-8; Singer messages are UTF-8 "
-                "JSON; stopping"
-            )
-            raise InputError(msg) from None
-        except msgspec.DecodeError as exc:
-            msg = f"input line {self.line_number} is not valid JSON ({exc}); stopping"
-            raise InputError(msg) from None
+        message = self.decode_slowly(line)
         if not isinstance(message, dict):
             msg = f"input line {self.line_number} is JSON but not a Singer message object"
             raise InputError(msg)
         return message
+
+    def decode_slowly(self, line: str | bytes) -> Any:
+        """The path for lines msgspec refused: BOM, NaN and huge numbers, clear errors.
+
+        Returns None for a blank line. Raises :class:`InputError` naming the line number
+        (never its content) for anything that still cannot be read.
+        """
+        where = f"input line {self.line_number}"
+        try:
+            if self.line_number == 1:  # a byte-order mark some Windows tools write
+                line = (
+                    line.removeprefix(_UTF8_BOM)
+                    if isinstance(line, bytes)
+                    else line.removeprefix("\ufeff")
+                )
+            if not line.strip():
+                return None
+            try:
+                return _decoder.decode(line)
+            except msgspec.DecodeError as exc:
+                first_error = exc
+            try:
+                text = line.decode("utf-8") if isinstance(line, bytes) else line
+                return decode_tolerantly(text)
+            except ValueError:  # UnicodeDecodeError too: msgspec's message is more precise
+                msg = f"{where} is not valid JSON ({first_error}); stopping"
+                raise InputError(msg) from None
+        except UnicodeDecodeError:
+            msg = f"{where} is not valid UTF-8; Singer messages are UTF-8 JSON; stopping"
+            raise InputError(msg) from None
+        except RecursionError:
+            raise InputError(depth_problem(where)) from None
+        except MemoryError:
+            msg = f"{where} is too large to read ({len(line):,} bytes); stopping"
+            raise InputError(msg) from None
 
     def assert_line_requires(self, line_dict: dict[str, Any], requires: set[str]) -> None:  # type: ignore[override]
         """Check required keys; the error lists the missing keys, never the values."""
@@ -94,18 +153,27 @@ class NumberedSingerReader(MsgSpecReader):
                     raise TerminationRequestedError(self.stop_signal)
                 try:
                     message = decode(line)
-                except (msgspec.DecodeError, UnicodeDecodeError):
-                    if not line.strip():  # blank lines are allowed (checked only here: rare)
+                except (msgspec.DecodeError, UnicodeDecodeError, RecursionError, MemoryError):
+                    # Rare: blank lines, a BOM, NaN, huge numbers, or an error to report.
+                    message = self.decode_slowly(line)
+                    if message is None:  # a blank line
                         self.waiting_for_input = True
                         continue
-                    message = self.deserialize_json(line)  # raises the error with a message
                 if message.__class__ is not dict:
                     message = self.deserialize_json(line)  # raises: not a message object
                 message_type = message.get("type")
                 callback = callbacks.get(message_type) if isinstance(message_type, str) else None
                 if callback is None:
                     raise InvalidInputLine(self._unknown_type(message_type))
-                callback(message)
+                try:
+                    callback(message)
+                except RecursionError:
+                    # Decoded, but too deep for the code that reads it (a fingerprint of a
+                    # nested identifier, a stream map): still this line's problem.
+                    raise InputError(depth_problem(f"input line {self.line_number}")) from None
+                except MemoryError:
+                    msg = f"input line {self.line_number}: out of memory processing it; stopping"
+                    raise InputError(msg) from None
                 stats[message_type] += 1
                 if self.stop_signal is not None:
                     raise TerminationRequestedError(self.stop_signal)
@@ -115,6 +183,9 @@ class NumberedSingerReader(MsgSpecReader):
                 f"input line {self.line_number + 1} is not valid UTF-8 (byte {exc.start}); "
                 "Singer messages are UTF-8 JSON; stopping"
             )
+            raise InputError(msg) from None
+        except MemoryError:  # reading the next line: too large to hold
+            msg = f"input line {self.line_number + 1} is too large to read; stopping"
             raise InputError(msg) from None
         finally:
             self.waiting_for_input = False

@@ -245,8 +245,8 @@ class TargetPinterestAudiences(Target):
 
     def _route(self, stream: object) -> _Route:
         """Where records of ``stream`` go; raises the SDK's errors for unknown streams."""
-        if not isinstance(stream, str):
-            msg = f"input line {self._line_number}: a RECORD needs a 'stream' string"
+        if not isinstance(stream, str) or not stream.strip():
+            msg = f"input line {self._line_number}: a RECORD needs a non-empty 'stream' string"
             raise InputError(msg)
         report = self.run_report.stream(stream)
         stream_maps = self.mapper.stream_maps.get(stream)
@@ -278,6 +278,14 @@ class TargetPinterestAudiences(Target):
         """Check the SDK's requirements first, so the error names the stream."""
         stream = message_dict.get("stream")
         schema = message_dict.get("schema")
+        stream_problem = _stream_name_problem(stream)
+        if stream_problem is not None:
+            msg = f"input line {self._line_number}: the SCHEMA message's {stream_problem}"
+            raise InvalidInputLine(msg)
+        key_problem = _key_properties_problem(message_dict.get("key_properties"))
+        if key_problem is not None:
+            msg = f"stream '{stream}' (input line {self._line_number}): {key_problem}"
+            raise InvalidInputLine(msg)
         if not isinstance(schema, dict) or "properties" not in schema:
             msg = (
                 f"stream '{stream}' (input line {self._line_number}): the SCHEMA message has no "
@@ -286,6 +294,11 @@ class TargetPinterestAudiences(Target):
             raise InvalidInputLine(msg)
         self._routes.clear()  # maps and sinks may be replaced for a new schema
         super()._process_schema_message(message_dict)
+        for stream_map in self.mapper.stream_maps.get(str(stream), []):
+            alias_problem = _stream_name_problem(stream_map.stream_alias)
+            if alias_problem is not None and not isinstance(stream_map, RemoveRecordTransform):
+                msg = f"stream '{stream}': stream_maps renames it; the new {alias_problem}"
+                raise InvalidInputLine(msg)
         if self.mirror is not None:
             # A stream mapped away (stream_maps: {stream: null}) covers nothing.
             for stream_map in self.mapper.stream_maps.get(str(stream), []):
@@ -511,6 +524,35 @@ class TargetPinterestAudiences(Target):
             self.logger.error("Unexpected error: %s", exc, exc_info=exc)
         else:
             self.logger.error("%s", exc)
+
+
+def _stream_name_problem(stream: object) -> str | None:
+    """Why ``stream`` cannot name a stream (it names the audience of plain records)."""
+    if not isinstance(stream, str):
+        return "'stream' must be a string"
+    if not stream.strip():
+        return (
+            "'stream' name is empty; it names the audience of records without an "
+            "audience_key, and an empty list name is refused like an empty audience_key"
+        )
+    return None
+
+
+def _key_properties_problem(key_properties: object) -> str | None:
+    """Why a SCHEMA's ``key_properties`` is not a list of property names, if it is not."""
+    if key_properties is None or (
+        isinstance(key_properties, list) and all(isinstance(k, str) for k in key_properties)
+    ):
+        return None
+    if isinstance(key_properties, str):
+        return (
+            "key_properties must be a list of property names, not a string "
+            f'(write ["{key_properties}"] for one key)'
+        )
+    if isinstance(key_properties, list):
+        kinds = sorted({type(k).__name__ for k in key_properties if not isinstance(k, str)})
+        return f"key_properties must be a list of strings; it contains {', '.join(kinds)}"
+    return f"key_properties must be a list of property names, not {type(key_properties).__name__}"
 
 
 def main() -> None:

@@ -196,6 +196,10 @@ SKIPS = [
     bad_email("email-object", {"address": "in.object@example.com"}, "email_not_a_string"),
     bad_email("email-list", ["in.list@example.com"], "email_not_a_string"),
     bad_device("ios_idfa-number", "ios_idfa", 12345, "not_a_string"),
+    # NaN and Infinity (Python's json writes them) where the target reads a value
+    bad_email("email-NaN", float("nan"), "email_not_a_string"),
+    bad_device("android_id-Infinity", "android_id", float("inf"), "not_a_string"),
+    bad_audience("in_audience-NaN", "in_audience_not_boolean", in_audience=float("nan")),
     # Nothing to identify the user by
     Skip("no-identifier-at-all", {}, "no_valid_identifier"),
     Skip("identifiers-all-null", dict.fromkeys(IDENTIFIER_FIELDS), "no_valid_identifier"),
@@ -401,6 +405,34 @@ VALIDS = [
         [record(STREAM, email="nullkey@example.com", audience_key=None, in_audience=None)],
         {STREAM: frozenset({sha("nullkey@example.com")})},
     ),
+    # Values a Python tap writes (or a database holds) in a column the target never reads.
+    *(
+        Valid(
+            f"unread-field-{case_id}",
+            [
+                f'{{"type": "RECORD", "stream": "s", "record": {{"email": "{case_id}@example.com",'
+                f' "score": {value}, "scores": [1, {value}]}}}}'
+            ],
+            {STREAM: frozenset({sha(f"{case_id}@example.com".lower())})},
+        )
+        for case_id, value in [
+            ("NaN", "NaN"),
+            ("Infinity", "Infinity"),
+            ("minus-Infinity", "-Infinity"),
+            ("1e999", "1e999"),
+            ("400-digit-integer", "9" * 400),
+            ("400-digit-decimal", "1" * 400 + ".5"),
+            ("5000-digit-integer", "7" * 5000),
+        ]
+    ),
+    Valid(
+        "unread-field-nested-500-deep",
+        [
+            '{"type": "RECORD", "stream": "s", "record": {"email": "deep500@example.com",'
+            f' "tree": {"[" * 500}{"]" * 500}}}}}'
+        ],
+        {STREAM: frozenset({sha("deep500@example.com")})},
+    ),
 ]
 
 
@@ -597,6 +629,78 @@ STOPS = [
         ("stream 't' (input line 3): the SCHEMA message has no 'schema' object",),
     ),
     Stop(
+        "record-nested-10000-deep",
+        [
+            '{"type": "RECORD", "stream": "s", "record": {"email": "deep@example.com",'
+            f' "tree": {"[" * 10_000}{"]" * 10_000}}}}}'
+        ],
+        ("input line 3 is nested too deeply to read",),
+        raws=("deep@example.com",),
+    ),
+    Stop(
+        "record-objects-nested-10000-deep",
+        ['{"type": "RECORD", "stream": "s", "record": ' + '{"a": ' * 10_000 + "1" + "}" * 10_001],
+        ("input line 3 is nested too deeply to read",),
+    ),
+    Stop(
+        "identifier-nested-990-deep",
+        [
+            '{"type": "RECORD", "stream": "s", "record": {"email":'
+            f' {"[" * 990}"nested.deep@example.com"{"]" * 990}}}}}'
+        ],
+        ("input line 3 is nested too deeply",),
+        raws=("nested.deep@example.com",),
+    ),
+    Stop(
+        "bom-not-at-the-start",
+        ["\ufeff" + json.dumps(record(STREAM, email="bom.inside@example.com"))],
+        ("input line 3 is not valid JSON",),
+        raws=("bom.inside@example.com",),
+    ),
+    Stop(
+        "schema-with-an-empty-stream-name",
+        [schema("", "email"), record("", email="empty.stream@example.com")],
+        ("input line 3: the SCHEMA message's 'stream' name is empty",),
+        raws=("empty.stream@example.com",),
+    ),
+    Stop(
+        "schema-with-a-blank-stream-name",
+        [schema("  ", "email")],
+        ("input line 3: the SCHEMA message's 'stream' name is empty",),
+    ),
+    Stop(
+        "schema-with-a-numeric-stream-name",
+        [{**schema(STREAM, "email"), "stream": 42}],
+        ("input line 3: the SCHEMA message's 'stream' must be a string",),
+    ),
+    Stop(
+        "record-with-an-empty-stream-name",
+        [record("", email="empty.record@example.com")],
+        ("input line 3: a RECORD needs a non-empty 'stream' string",),
+        raws=("empty.record@example.com",),
+    ),
+    Stop(
+        "key_properties-a-string",
+        [{**schema("t", "user_id", "email"), "key_properties": "user_id"}],
+        (
+            "stream 't' (input line 3): key_properties must be a list of property names, not a "
+            'string (write ["user_id"] for one key)',
+        ),
+    ),
+    Stop(
+        "key_properties-non-string-items",
+        [{**schema("t", "user_id", "email"), "key_properties": ["user_id", 7, None]}],
+        (
+            "stream 't' (input line 3): key_properties must be a list of strings; it contains "
+            "NoneType, int",
+        ),
+    ),
+    Stop(
+        "key_properties-an-object",
+        [{**schema("t", "user_id", "email"), "key_properties": {"user_id": True}}],
+        ("stream 't' (input line 3): key_properties must be a list of property names, not dict",),
+    ),
+    Stop(
         "record-missing-its-key-property",
         [record(STREAM, email="nokey@example.com")],
         ("stream 's', record 2 (input line 3) lacks key properties ['user_id']",),
@@ -648,6 +752,26 @@ def test_last_line_without_newline_is_still_read(emulator: Emulator, tmp_path: P
         + json.dumps(state(FINAL_STATE)).encode()
     )
     run = run_bytes(tmp_path, emulator_config(emulator), data)
+
+    assert run.returncode == 0, run.stderr
+    assert members_by_name(emulator) == {STREAM: {sha(BEFORE), sha(AFTER)}}
+    assert run.state_lines[-1] == FINAL_STATE
+    assert_contract_kept(emulator)
+
+
+@pytest.mark.parametrize("errors", ["surrogateescape", "strict"])
+def test_a_leading_utf8_bom_is_ignored(errors: str, emulator: Emulator, tmp_path: Path) -> None:
+    # Windows tools (PowerShell's Out-File, Notepad) start files with a byte-order mark.
+    data = (
+        b"\xef\xbb\xbf"
+        + line(schema(STREAM, "email"))
+        + line(record(STREAM, email=BEFORE))
+        + line(record(STREAM, email=AFTER))
+        + line(state(FINAL_STATE))
+    )
+    run = run_bytes(
+        tmp_path, emulator_config(emulator), data, env={"PYTHONIOENCODING": f"utf-8:{errors}"}
+    )
 
     assert run.returncode == 0, run.stderr
     assert members_by_name(emulator) == {STREAM: {sha(BEFORE), sha(AFTER)}}

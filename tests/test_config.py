@@ -462,7 +462,12 @@ def test_settings_explicit_values_win() -> None:
     assert settings.reject_file == Path("out/rejects.jsonl")
     assert settings.report_path == Path("out/report.json")
     assert settings.has_refresh_credentials is True
-    assert settings.secrets() == [SECRET_TOKEN, SECRET_REFRESH, SECRET_CLIENT]
+    assert settings.secrets() == [
+        SECRET_TOKEN,
+        SECRET_REFRESH,
+        SECRET_CLIENT,
+        f"app:{SECRET_CLIENT}",
+    ]
 
 
 @pytest.mark.parametrize(
@@ -484,7 +489,8 @@ def test_settings_secrets_skip_missing_and_client_id() -> None:
     settings = Settings.from_config(
         {"ad_account_id": "1", "client_id": "public-app-id", "client_secret": SECRET_CLIENT}
     )
-    assert settings.secrets() == [SECRET_CLIENT]
+    # client_id alone is public; paired with the secret it is the HTTP Basic credential.
+    assert settings.secrets() == [SECRET_CLIENT, f"public-app-id:{SECRET_CLIENT}"]
 
 
 def test_settings_empty_paths_are_none() -> None:

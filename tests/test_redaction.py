@@ -1,22 +1,30 @@
 """Tests for target_pinterest_audiences.redaction (log scrubbing).
 
-Everything goes through a real ``logging.Logger`` whose records propagate to a handler on
-the root logger, with the filter attached by ``redaction.install`` as the target does.
+Everything goes through a real ``logging.Logger`` whose records reach handlers on the root
+logger or on named loggers, after ``redaction.install`` as the target does; the end-to-end
+test drives the console script with a logging config of file handlers on several loggers.
 """
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import io
+import json
 import logging
+import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import pytest
 from singer_sdk import metrics
 
 from target_pinterest_audiences import redaction
+from target_pinterest_audiences.emulator import Emulator
 from target_pinterest_audiences.redaction import RedactingFilter, Redactor
+
+import support
 
 EMAIL = "alice.smith+promo@example.com"
 IDN_EMAIL = "JOSÉ@Exämple.com"
@@ -58,6 +66,13 @@ class Setup:
     @property
     def text(self) -> str:
         return self.handler.text
+
+
+@pytest.fixture(autouse=True)
+def _no_redaction_left_behind() -> Iterator[None]:
+    """``install`` changes process-wide logging; undo it after every test."""
+    yield
+    redaction.uninstall()
 
 
 @pytest.fixture
@@ -395,3 +410,242 @@ def test_filter_on_a_bare_record() -> None:
     )
     assert RedactingFilter(Redactor()).filter(record) is True
     assert record.getMessage() == "sending [device-id] to [email]"
+
+
+# --------------------------------------------------------------------------- every handler
+
+
+@pytest.fixture
+def own_logger() -> Iterator[tuple[logging.Logger, RecordingHandler]]:
+    """A named logger with a handler of its own that does not propagate to the root."""
+    logger = logging.getLogger("tests.redaction.isolated")
+    handler = RecordingHandler()
+    logger.addHandler(handler)
+    logger.propagate = False
+    logger.setLevel(logging.DEBUG)
+    try:
+        yield logger, handler
+    finally:
+        logger.removeHandler(handler)
+        logger.propagate = True
+
+
+def test_a_named_logger_that_does_not_propagate_is_scrubbed(
+    own_logger: tuple[logging.Logger, RecordingHandler],
+) -> None:
+    logger, handler = own_logger
+    redaction.install(Redactor([ACCESS_TOKEN]))
+    logger.error("HTTP 503: upstream saw %s for %s", ACCESS_TOKEN, EMAIL)
+    assert (
+        handler.text
+        == "ERROR tests.redaction.isolated: HTTP 503: upstream saw [secret] for [email]\n"
+    )
+
+
+def test_a_handler_added_after_install_is_scrubbed(
+    own_logger: tuple[logging.Logger, RecordingHandler],
+) -> None:
+    logger, _ = own_logger
+    redaction.install(Redactor([ACCESS_TOKEN]))
+    late = RecordingHandler()  # e.g. a library configuring its own logging mid-run
+    logger.addHandler(late)
+    try:
+        logger.warning("token %s", ACCESS_TOKEN)
+    finally:
+        logger.removeHandler(late)
+    assert late.text.endswith(": token [secret]\n")
+    assert not late.filters  # scrubbed at the source, not by a filter on this handler
+
+
+def test_records_not_made_by_the_factory_are_scrubbed_by_the_handler_filter(
+    root_handler: RecordingHandler,
+) -> None:
+    redaction.install(Redactor([ACCESS_TOKEN]))
+    record = logging.makeLogRecord({"msg": "token %s", "args": (ACCESS_TOKEN,), "levelno": 20})
+    root_handler.handle(record)
+    assert root_handler.text.endswith(": token [secret]\n")
+
+
+def test_install_filters_handlers_of_named_loggers(
+    own_logger: tuple[logging.Logger, RecordingHandler],
+) -> None:
+    _, handler = own_logger
+    log_filter = redaction.install(Redactor())
+    assert log_filter in handler.filters
+
+
+def test_string_extras_are_scrubbed(own_logger: tuple[logging.Logger, RecordingHandler]) -> None:
+    logger, handler = own_logger
+    redaction.install(Redactor([ACCESS_TOKEN]))
+    logger.info("request failed", extra={"body": f"Bearer {ACCESS_TOKEN} {EMAIL}", "n": 3})
+    (record,) = handler.records
+    assert record.body == "Bearer [secret] [email]"
+    assert record.n == 3
+
+
+def test_uninstall_restores_plain_records() -> None:
+    redaction.install(Redactor([ACCESS_TOKEN]))
+    redaction.uninstall()
+    record = logging.getLogger("x").makeRecord("x", 20, "f", 1, "%s", (ACCESS_TOKEN,), None)
+    assert record.getMessage() == ACCESS_TOKEN
+
+
+def test_uncaught_exceptions_are_printed_scrubbed(capsys: pytest.CaptureFixture[str]) -> None:
+    redaction.install(Redactor([ACCESS_TOKEN]))
+    try:
+        _fail_with(f"{ACCESS_TOKEN} {EMAIL}")
+    except ValueError as error:
+        sys.excepthook(type(error), error, error.__traceback__)
+    err = capsys.readouterr().err
+    assert "ValueError: [secret] [email]" in err
+    assert_clean(err)
+
+
+# --------------------------------------------------------------------------- encoded secrets
+
+CLIENT_ID_VALUE = "1484233"
+
+
+@pytest.mark.parametrize(
+    "encode",
+    [base64.b64encode, base64.urlsafe_b64encode],
+    ids=["standard", "urlsafe"],
+)
+def test_an_http_basic_credential_is_scrubbed(encode: object) -> None:
+    assert callable(encode)
+    pair = f"{CLIENT_ID_VALUE}:{CLIENT_SECRET}"
+    basic = encode(pair.encode()).decode()
+    redactor = Redactor([CLIENT_SECRET, pair])
+    assert redactor.scrub(f"refused Basic {basic}") == "refused Basic [secret]"
+
+
+@pytest.mark.parametrize("prefix", ["", "a", "ab", "abc", "client-id-1:"])
+def test_a_secret_inside_a_base64_blob_is_scrubbed_at_any_offset(prefix: str) -> None:
+    blob = base64.b64encode(f"{prefix}{REFRESH_TOKEN}&scope=ads".encode()).decode()
+    scrubbed = Redactor([REFRESH_TOKEN]).scrub(f"body={blob}")
+    assert "[secret]" in scrubbed
+    # What is left of the blob cannot give back more than the two characters at each edge.
+    left = scrubbed.removeprefix("body=").replace("[secret]", "")
+    assert len(left) <= len(blob) - len(base64.b64encode(REFRESH_TOKEN.encode())) + 6
+
+
+def test_the_base64_of_a_secret_without_padding_is_scrubbed() -> None:
+    encoded = base64.b64encode(ACCESS_TOKEN.encode()).decode().rstrip("=")
+    assert Redactor([ACCESS_TOKEN]).scrub(f"x {encoded} y") == "x [secret] y"
+
+
+def test_a_percent_encoded_secret_is_scrubbed() -> None:
+    secret = "pinr_with/slash+plus=eq"
+    assert Redactor([secret]).scrub("refresh_token=pinr_with%2Fslash%2Bplus%3Deq&x=1") == (
+        "refresh_token=[secret]&x=1"
+    )
+
+
+def test_encoded_forms_of_short_secrets_are_not_scrubbed() -> None:
+    # A 6-character secret's base64 pieces are too short to be told from ordinary text.
+    assert all(len(form) >= 8 for form in redaction.encoded_forms("abc123"))
+    assert Redactor(["abc123"]).scrub("YWJj MTIz") == "YWJj MTIz"
+
+
+# --------------------------------------------------------------------------- end to end
+
+# Named loggers a logging config may give handlers of their own (propagate: false), so the
+# root logger's handlers never see their records.
+NAMED_LOGGERS = (
+    "target_pinterest_audiences",
+    "target_pinterest_audiences.client",
+    "target-pinterest-audiences",  # the SDK's plugin logger
+    "singer_sdk",
+    "urllib3",
+)
+
+
+def _log_config(directory: Path) -> Path:
+    """A SINGER_SDK_LOG_CONFIG with a file handler on the root and on every named logger."""
+    handlers: dict[str, dict[str, str]] = {
+        "root_file": {
+            "class": "logging.FileHandler",
+            "filename": str(directory / "root.log"),
+            "formatter": "plain",
+        }
+    }
+    loggers = {}
+    for name in NAMED_LOGGERS:
+        handlers[name] = {
+            "class": "logging.FileHandler",
+            "filename": str(directory / f"{name}.log"),
+            "formatter": "plain",
+        }
+        loggers[name] = {"level": "DEBUG", "handlers": [name], "propagate": False}
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"plain": {"format": "%(levelname)s %(name)s %(message)s"}},
+        "handlers": handlers,
+        "loggers": loggers,
+        "root": {"level": "DEBUG", "handlers": ["root_file"]},
+    }
+    path = directory / "logging.json"  # JSON is YAML, which the SDK reads
+    path.write_text(json.dumps(config), encoding="utf-8")
+    return path
+
+
+def test_every_handler_of_a_logging_config_gets_scrubbed_text(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    logs = tmp_path / "logs"
+    logs.mkdir()
+    env = {"SINGER_SDK_LOG_CONFIG": str(_log_config(logs))}
+    token, refresh_token = support.TOKEN, support.REFRESH_TOKEN
+    client_secret = support.CLIENT_SECRET
+    basic = base64.b64encode(f"{support.CLIENT_ID}:{client_secret}".encode()).decode()
+    user = "quoted.user@example.com"
+    messages = [support.schema("s", "email"), support.record("s", email=user)]
+
+    # A 5xx whose message quotes the token, the refresh token and a user: retried, then OK.
+    emulator.configure_faults(
+        {
+            "rules": [
+                {
+                    "path": "/customer_lists",
+                    "times": 1,
+                    "action": "error",
+                    "status": 503,
+                    "message": f"saw Bearer {token} for {user} ({refresh_token})",
+                }
+            ]
+        }
+    )
+    config = support.emulator_config(
+        emulator, refresh_token=support.REFRESH_TOKEN, client_id=support.CLIENT_ID
+    )
+    config["client_secret"] = support.CLIENT_SECRET
+    first = support.run_target(tmp_path, config, messages, env=env)
+    # An oauth/token error that echoes the HTTP Basic credential (client_id:client_secret).
+    emulator.configure_faults(
+        {
+            "rules": [
+                {
+                    "path": "/oauth/token",
+                    "action": "error",
+                    "status": 400,
+                    "message": f"bad client credentials Basic {basic} ({client_secret})",
+                }
+            ]
+        }
+    )
+    config.pop("access_token")  # the run must refresh first
+    second = support.run_target(tmp_path, config, messages, env=env)
+
+    assert first.returncode == 0, first.stderr
+    assert second.returncode == 1
+    texts = {path.name: path.read_text(encoding="utf-8") for path in logs.glob("*.log")}
+    assert set(texts) == {"root.log", *(f"{name}.log" for name in NAMED_LOGGERS)}
+    assert "HTTP 503" in texts["target_pinterest_audiences.client.log"]
+    assert "refused to refresh" in texts["target-pinterest-audiences.log"]
+    assert "Starting new HTTP connection" in texts["urllib3.log"]
+    for where, text in {**texts, "stderr": first.stderr + second.stderr}.items():
+        for raw in (token, refresh_token, client_secret, basic, user):
+            assert raw not in text, f"{raw!r} appears in {where}"
+    assert "[secret]" in texts["target_pinterest_audiences.client.log"]
+    assert "[secret]" in texts["target-pinterest-audiences.log"]
