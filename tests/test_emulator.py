@@ -25,6 +25,8 @@ import pytest
 import requests
 
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig, FaultConfigError
+from target_pinterest_audiences.emulator.__main__ import build_parser, config_from_args
+from target_pinterest_audiences.emulator.matching import MatchModel
 from target_pinterest_audiences.emulator.spec import ApiSpec
 
 AD_ACCOUNT = "549755885175"
@@ -271,6 +273,133 @@ def test_audience_with_valid_and_invalid_rule(
     assert [a["id"] for a in listed["items"]] == [audience["id"]]
     assert session.get(f"{url}/{audience['id']}").json() == audience
     assert session.get(f"{url}/1").status_code == 404
+
+
+# --- matching ------------------------------------------------------------------------
+
+
+def create_audience(session: requests.Session, emulator: Emulator, list_id: str) -> str:
+    response = session.post(
+        f"{emulator.url}/ad_accounts/{AD_ACCOUNT}/audiences",
+        json={"name": "a", "audience_type": "CUSTOMER_LIST", "rule": {"customer_list_id": list_id}},
+    )
+    assert response.status_code == 200, response.text
+    return str(response.json()["id"])
+
+
+def get_audience(session: requests.Session, emulator: Emulator, audience_id: str) -> Any:
+    response = session.get(f"{emulator.url}/ad_accounts/{AD_ACCOUNT}/audiences/{audience_id}")
+    assert response.status_code == 200, response.text
+    return response.json()
+
+
+def expected_matches(records: list[str], rate: float) -> set[str]:
+    """The matching rule as --help states it, computed here independently."""
+    key = b"pinterest-api-emulator/matching"
+    return {
+        r
+        for r in records
+        if int.from_bytes(hashlib.blake2b(r.encode(), digest_size=8, key=key).digest(), "big")
+        / 2**64
+        < rate
+    }
+
+
+def test_match_model_is_deterministic_and_takes_the_configured_share() -> None:
+    records = hashes("m", 20_000)
+    for rate in (0.0, 0.1, 0.3, 0.75, 1.0):
+        matched = MatchModel(rate).matched(records)
+        assert matched == MatchModel(rate).matched(records)  # same answer every time
+        assert matched == expected_matches(records, rate)
+        assert abs(len(matched) / len(records) - rate) < 0.015, (rate, len(matched))
+        assert all(MatchModel(rate).matches(r) for r in matched)
+    assert MatchModel(0.3).matched(records) < MatchModel(0.75).matched(records)  # nested
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        MatchModel(1.5)
+
+
+def test_audience_size_is_the_matched_users(make_emulator: Any) -> None:
+    emulator = make_emulator(match_rate=0.6)
+    records = hashes("a", 400)
+    matched = expected_matches(records, 0.6)
+    assert 200 < len(matched) < 280  # the records give a typical share
+    with client() as s:
+        created = create_list(s, emulator, records)
+        assert created["status"] == "READY"
+        audience_id = create_audience(s, emulator, created["id"])
+        audience = get_audience(s, emulator, audience_id)
+        assert audience["size"] == len(matched)
+        assert audience["status"] == "READY"
+        assert emulator.state.customer_list(created["id"])["matched_count"] == len(matched)
+        assert emulator.state.customer_list(created["id"])["member_count"] == 400
+
+        removed = records[:100]
+        response = patch_list(s, emulator, created["id"], "REMOVE", removed)
+        assert response.status_code == 200
+        assert get_audience(s, emulator, audience_id)["size"] == len(matched - set(removed))
+        response = patch_list(s, emulator, created["id"], "ADD", records[:10])
+        remaining = (matched - set(removed)) | expected_matches(records[:10], 0.6)
+        assert get_audience(s, emulator, audience_id)["size"] == len(remaining)
+
+
+def test_list_status_follows_matched_users_not_records(make_emulator: Any) -> None:
+    emulator = make_emulator(match_rate=0.5)
+    records = hashes("b", 160)
+    matched = expected_matches(records, 0.5)
+    assert len(matched) < 100  # 160 records, fewer than 100 Pinterest users
+    with client() as s:
+        created = create_list(s, emulator, records)
+        assert created["status"] == "TOO_SMALL"
+        audience = get_audience(s, emulator, create_audience(s, emulator, created["id"]))
+        assert (audience["size"], audience["status"]) == (len(matched), "TOO_SMALL")
+        more = hashes("c", 200)
+        grown = matched | expected_matches(more, 0.5)
+        assert len(grown) >= 100
+        response = patch_list(s, emulator, created["id"], "ADD", more)
+        assert response.json()["status"] == "READY"
+
+
+def test_no_record_matches_at_rate_zero(make_emulator: Any) -> None:
+    emulator = make_emulator(match_rate=0.0)
+    with client() as s:
+        created = create_list(s, emulator, hashes("z", 300))
+        assert created["status"] == "TOO_SMALL"
+        audience = get_audience(s, emulator, create_audience(s, emulator, created["id"]))
+        assert (audience["size"], audience["status"]) == (0, "TOO_SMALL")  # sized: 0, not null
+
+
+def test_processing_delay_keeps_audiences_initializing_then_stale(make_emulator: Any) -> None:
+    clock = FakeClock()
+    emulator = make_emulator(clock=clock, processing_seconds=30, match_rate=0.5)
+    first, second = hashes("p", 300), hashes("q", 300)
+    with client() as s:
+        created = create_list(s, emulator, first)
+        audience_id = create_audience(s, emulator, created["id"])
+        audience = get_audience(s, emulator, audience_id)
+        assert (audience["size"], audience["status"]) == (None, "INITIALIZING")
+        listed = s.get(
+            f"{emulator.url}/ad_accounts/{AD_ACCOUNT}/audiences", params={"page_size": 10}
+        )
+        assert listed.json()["items"][0]["status"] == "INITIALIZING"
+
+        clock.now += 31
+        size = len(expected_matches(first, 0.5))
+        audience = get_audience(s, emulator, audience_id)
+        assert (audience["size"], audience["status"]) == (size, "READY")
+
+        response = patch_list(s, emulator, created["id"], "ADD", second)
+        assert response.json()["status"] == "PROCESSING"
+        clock.now += 10
+        assert get_audience(s, emulator, audience_id)["size"] == size  # the old size
+        clock.now += 10
+        patch_list(s, emulator, created["id"], "REMOVE", first[:1])  # restarts processing
+        clock.now += 20
+        assert get_audience(s, emulator, audience_id)["size"] == size
+        clock.now += 11
+        final = expected_matches(first[1:] + second, 0.5)
+        assert get_audience(s, emulator, audience_id)["size"] == len(final)
+        listed_list = s.get(f"{lists_url(emulator)}/{created['id']}").json()
+        assert listed_list["status"] == "READY"
 
 
 # --- authentication and access -------------------------------------------------------
@@ -747,3 +876,18 @@ def test_cli_prints_url_and_serves() -> None:
         if process.poll() is None:
             process.kill()
             process.communicate()
+
+
+def test_cli_match_rate_flag_and_help_documents_the_model(
+    capsys: pytest.CaptureFixture[str],
+) -> None:
+    assert config_from_args(build_parser().parse_args(["--match-rate", "0.25"])).match_rate == 0.25
+    assert config_from_args(build_parser().parse_args([])).match_rate == 1.0
+    for bad in ("1.5", "-0.1", "half"):
+        with pytest.raises(SystemExit):
+            build_parser().parse_args(["--match-rate", bad])
+    assert "--match-rate" in capsys.readouterr().err
+    help_text = build_parser().format_help()
+    assert "matching model:" in help_text
+    assert "READY with at least 100 matched users" in help_text
+    assert "size null and status INITIALIZING" in help_text

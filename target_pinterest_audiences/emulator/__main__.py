@@ -25,6 +25,34 @@ from .config import (
 from .faults import FaultConfigError, FaultInjector, parse_faults_json
 from .server import Emulator
 
+MATCHING_HELP = """\
+matching model:
+  Pinterest counts the users an upload matched, not the records uploaded. The emulator
+  decides per record: a record matches a Pinterest user when a keyed BLAKE2b hash of its
+  exact text, read as a number in [0, 1), is below --match-rate. The answer is the same
+  for the same record in every run, so expected sizes can be computed; each matched
+  record counts as one user (an email and an IDFA of one person are two).
+  - customer list status: PROCESSING for --processing-seconds after every change, then
+    READY with at least 100 matched users, else TOO_SMALL.
+  - audience (CUSTOMER_LIST) size: the list's matched users as of its last completed
+    processing; status READY (>= 100) or TOO_SMALL. While a change is processing the
+    audience keeps its previous size; before the list's first processing completes it
+    answers size null and status INITIALIZING.
+  With the defaults (--match-rate 1, --processing-seconds 0) every record matches and
+  every change is processed at once.
+"""
+
+
+def _match_rate(text: str) -> float:
+    """A share between 0 and 1 (argparse type)."""
+    try:
+        value = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
+    if not 0.0 <= value <= 1.0:
+        raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
 
 def build_parser() -> argparse.ArgumentParser:
     """The CLI's arguments (one per ``EmulatorConfig`` setting)."""
@@ -32,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
         prog="pinterest-api-emulator",
         description="Local emulator of the Pinterest Marketing API v5 (customer lists, "
         "audiences, OAuth refresh) with contract validation and fault injection.",
+        epilog=MATCHING_HELP,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
     )
     parser.add_argument("--host", default="127.0.0.1", help="bind address (default loopback)")
     parser.add_argument("--port", type=int, default=0, help="0 picks a free port (default)")
@@ -64,7 +94,21 @@ def build_parser() -> argparse.ArgumentParser:
     parser.add_argument("--latency-ms", type=float, default=0.0)
     parser.add_argument("--write-rate-limit-per-minute", type=int, default=None)
     parser.add_argument("--read-rate-limit-per-minute", type=int, default=None)
-    parser.add_argument("--processing-seconds", type=float, default=0.0)
+    parser.add_argument(
+        "--processing-seconds",
+        type=float,
+        default=0.0,
+        help="how long lists stay PROCESSING (and audiences keep their previous size) "
+        "after each change (default 0; see the matching model below)",
+    )
+    parser.add_argument(
+        "--match-rate",
+        type=_match_rate,
+        default=1.0,
+        metavar="SHARE",
+        help="share of uploaded records, 0 to 1, that match a Pinterest user (default 1: "
+        "all; see the matching model below)",
+    )
     parser.add_argument(
         "--faults-json",
         default=None,
@@ -109,6 +153,7 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         write_rate_limit_per_minute=args.write_rate_limit_per_minute,
         read_rate_limit_per_minute=args.read_rate_limit_per_minute,
         processing_seconds=args.processing_seconds,
+        match_rate=args.match_rate,
         faults=tuple(faults.get("rules", [])),
         max_records_per_request=max_records,
         rejected_records=tuple(rejected),

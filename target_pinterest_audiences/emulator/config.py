@@ -43,6 +43,7 @@ class EmulatorConfig:
     write_rate_limit_per_minute: int | None = None
     read_rate_limit_per_minute: int | None = None
     processing_seconds: float = 0.0
+    match_rate: float = 1.0  # share of uploaded records that match a user
     faults: Sequence[Mapping[str, Any]] = ()
     max_records_per_request: int | None = None
     rejected_records: Sequence[str] = ()

@@ -182,7 +182,10 @@ class Emulator:
         self.config = config = config or EmulatorConfig()
         self.spec = ApiSpec.load()
         self.state = EmulatorState(
-            config.ad_account_ids, processing_seconds=config.processing_seconds, clock=config.clock
+            config.ad_account_ids,
+            processing_seconds=config.processing_seconds,
+            match_rate=config.match_rate,
+            clock=config.clock,
         )
         self.tokens = TokenStore(
             access_tokens=config.access_tokens,
@@ -346,6 +349,7 @@ class Emulator:
                 "write_rate_limit_per_minute": config.write_rate_limit_per_minute,
                 "read_rate_limit_per_minute": config.read_rate_limit_per_minute,
                 "processing_seconds": config.processing_seconds,
+                "match_rate": config.match_rate,
                 "rotate_refresh_tokens": config.rotate_refresh_tokens,
                 "access_token_ttl_seconds": config.access_token_ttl_seconds,
             },

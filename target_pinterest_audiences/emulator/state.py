@@ -12,11 +12,17 @@ Modelled on the v5 description, with these choices where it is silent:
   grows by every record of a create/ADD and ``num_removed_user_records`` by
   every record of a REMOVE, whether or not it changed membership (the
   description says so). Repeats inside one request count each time.
+* Matching (see ``matching.py``): a configurable, deterministic share
+  (``match_rate``) of a list's members match a Pinterest user; each matched
+  record counts as one user.
 * ``status`` is ``PROCESSING`` for ``processing_seconds`` after any change,
-  then ``READY`` with at least 100 members, else ``TOO_SMALL``. Real Pinterest
-  counts *matched Pinterest users*; the emulator treats every record as one.
-* A CUSTOMER_LIST audience reports its list's current member count as
-  ``size`` and ``READY``/``TOO_SMALL`` by the same 100 threshold.
+  then ``READY`` with at least 100 *matched* users, else ``TOO_SMALL`` (the
+  description: "TOO_SMALL - the list has less than 100 Pinterest users").
+* A CUSTOMER_LIST audience reports its list's matched users as ``size`` and
+  ``READY``/``TOO_SMALL`` by the same 100 threshold, as of the list's last
+  completed processing: while a change is processing, the audience still shows
+  the size from before it, and a list that has never finished processing
+  gives its audience ``size: null`` and ``status: INITIALIZING``.
 * Every create/ADD/REMOVE record that is not 64-char lowercase hex is counted
   in ``non_sha256_records`` (globally and per list): the privacy self-check.
 
@@ -33,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from .errors import invalid, not_found
+from .matching import MatchModel
 from .pagination import paginate
 from .records import count_non_sha256
 
@@ -52,6 +59,10 @@ class CustomerList:
     created_time: int
     changed_at: float
     members: set[str] = field(default_factory=set)
+    matched: set[str] = field(default_factory=set)
+    """The members that match a Pinterest user (a subset of ``members``)."""
+    published_size: int | None = None
+    """Matched users as of the last completed processing, before ``changed_at``."""
     num_batches: int = 0
     num_uploaded_user_records: int = 0
     num_removed_user_records: int = 0
@@ -62,11 +73,26 @@ class CustomerList:
         """Unix seconds of the last change."""
         return int(self.changed_at)
 
+    def processing(self, now: float, processing_seconds: float) -> bool:
+        """Whether the last change is still being processed (matched)."""
+        return now - self.changed_at < processing_seconds
+
     def status(self, now: float, processing_seconds: float) -> str:
-        """PROCESSING right after a change, then READY or TOO_SMALL by size."""
-        if now - self.changed_at < processing_seconds:
+        """PROCESSING right after a change, then READY or TOO_SMALL by matched users."""
+        if self.processing(now, processing_seconds):
             return "PROCESSING"
-        return "READY" if len(self.members) >= MIN_READY_MEMBERS else "TOO_SMALL"
+        return "READY" if len(self.matched) >= MIN_READY_MEMBERS else "TOO_SMALL"
+
+    def size(self, now: float, processing_seconds: float) -> int | None:
+        """Matched users as Pinterest shows them now: None until first processed."""
+        if self.processing(now, processing_seconds):
+            return self.published_size
+        return len(self.matched)
+
+    def changed(self, now: float, processing_seconds: float) -> None:
+        """Start processing a change; the size published so far stays visible meanwhile."""
+        self.published_size = self.size(now, processing_seconds)
+        self.changed_at = now
 
     def to_api(self, now: float, processing_seconds: float) -> dict[str, Any]:
         """The ``CustomerList`` schema object."""
@@ -90,6 +116,7 @@ class CustomerList:
             **self.to_api(now, processing_seconds),
             "list_type": self.list_type,
             "member_count": len(self.members),
+            "matched_count": len(self.matched),
             "non_sha256_records": self.non_sha256_records,
         }
 
@@ -115,10 +142,12 @@ class EmulatorState:
         ad_account_ids: Iterable[str],
         *,
         processing_seconds: float = 0.0,
+        match_rate: float = 1.0,
         clock: Callable[[], float] = time.time,
     ) -> None:
         self.ad_account_ids = frozenset(ad_account_ids)
         self.processing_seconds = processing_seconds
+        self.matching = MatchModel(match_rate)
         self._clock = clock
         self._lock = threading.RLock()
         self._lists: dict[str, CustomerList] = {}
@@ -159,6 +188,7 @@ class EmulatorState:
                 created_time=int(now),
                 changed_at=now,
                 members=set(records),
+                matched=self.matching.matched(records),
                 num_batches=1,
                 num_uploaded_user_records=len(records),
                 non_sha256_records=non_sha,
@@ -175,17 +205,20 @@ class EmulatorState:
         non_sha = count_non_sha256(records)
         with self._lock:
             customer_list = self._customer_list(ad_account_id, list_id)
+            now = self._clock()
+            if operation_type not in ("ADD", "REMOVE"):
+                # The spec's enum already excludes this; keep the state safe anyway.
+                raise invalid(f"Unknown operation_type {operation_type!r}.")
+            customer_list.changed(now, self.processing_seconds)
             if operation_type == "ADD":
                 customer_list.members.update(records)
+                customer_list.matched.update(self.matching.matched(records))
                 customer_list.num_uploaded_user_records += len(records)
-            elif operation_type == "REMOVE":
+            else:
                 customer_list.members.difference_update(records)
+                customer_list.matched.difference_update(records)
                 customer_list.num_removed_user_records += len(records)
-            else:  # the spec's enum already excludes this; keep the state safe anyway
-                raise invalid(f"Unknown operation_type {operation_type!r}.")
-            now = self._clock()
             customer_list.num_batches += 1
-            customer_list.changed_at = now
             customer_list.non_sha256_records += non_sha
             self._non_sha256_records += non_sha
             return customer_list.to_api(now, self.processing_seconds)
@@ -249,7 +282,7 @@ class EmulatorState:
             )
             self._next_audience_id += 1
             self._audiences[audience.id] = audience
-            return self._audience_api(audience)
+            return self._audience_api(audience, self._clock())
 
     def get_audience(self, ad_account_id: str, audience_id: str) -> dict[str, Any]:
         """The ``Audience`` object, or a 404 ApiError."""
@@ -257,13 +290,14 @@ class EmulatorState:
             audience = self._audiences.get(audience_id)
             if audience is None or audience.ad_account_id != ad_account_id:
                 raise not_found(f"Audience {audience_id}")
-            return self._audience_api(audience)
+            return self._audience_api(audience, self._clock())
 
     def list_audiences(
         self, ad_account_id: str, *, page_size: int, order: str, bookmark: str | None
     ) -> tuple[list[dict[str, Any]], str | None]:
         """One page of the ad account's audiences and the next bookmark."""
         with self._lock:
+            now = self._clock()
             owned = [a for a in self._audiences.values() if a.ad_account_id == ad_account_id]
             page, next_bookmark = paginate(
                 owned,
@@ -273,15 +307,18 @@ class EmulatorState:
                 order=order,
                 bookmark=bookmark,
             )
-            return [self._audience_api(a) for a in page], next_bookmark
+            return [self._audience_api(a, now) for a in page], next_bookmark
 
-    def _audience_api(self, audience: Audience) -> dict[str, Any]:
+    def _audience_api(self, audience: Audience, now: float) -> dict[str, Any]:
         size: int | None = None
         list_id = audience.rule.get("customer_list_id")
         customer_list = self._lists.get(str(list_id)) if list_id is not None else None
         if customer_list is not None:
-            size = len(customer_list.members)
-        status = "READY" if size is not None and size >= MIN_READY_MEMBERS else "TOO_SMALL"
+            size = customer_list.size(now, self.processing_seconds)
+        if size is None:
+            status = "INITIALIZING"
+        else:
+            status = "READY" if size >= MIN_READY_MEMBERS else "TOO_SMALL"
         return {
             "ad_account_id": audience.ad_account_id,
             "audience_type": audience.audience_type,
@@ -321,8 +358,9 @@ class EmulatorState:
     def audiences(self, ad_account_id: str | None = None) -> list[dict[str, Any]]:
         """``Audience`` objects of all audiences (of one ad account if given), by id."""
         with self._lock:
+            now = self._clock()
             return [
-                self._audience_api(a)
+                self._audience_api(a, now)
                 for a in sorted(self._audiences.values(), key=lambda a: int(a.id))
                 if ad_account_id is None or a.ad_account_id == ad_account_id
             ]
