@@ -121,6 +121,10 @@ class CustomerLists:
         """Read one list back (status, counters) for the sync report."""
         return self._client.get(f"{self._base}/customer_lists/{list_id}")
 
+    def get_audience(self, audience_id: str) -> dict[str, Any]:
+        """Read one audience back (``size``: the Pinterest users matched; ``status``)."""
+        return self._client.get(f"{self._base}/audiences/{audience_id}")
+
     def audience_ids_by_list(self) -> dict[str, str]:
         """Map customer list id -> id of an audience built on it (one paged read)."""
         found: dict[str, str] = {}

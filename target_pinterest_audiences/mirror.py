@@ -304,13 +304,17 @@ class MirrorSync:
                 else self.ledger.counts(plan.audience)[0]
             )
             with self._report.lock:
-                self._report.audience(plan.audience).mirror = {
+                report = self._report.audience(plan.audience)
+                report.mirror = {
                     "before": plan.before,
                     "after": after,
                     "added": plan.add,
                     "removed": removed,
                     "unchanged": plan.unchanged,
                 }
+                if not self._dry_run:
+                    # The ledger's confirmed rows: what the list holds, for the match rate.
+                    report.ledger_members = after
 
     def close(self) -> None:
         """Drop the snapshot and close the ledger."""

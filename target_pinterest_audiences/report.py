@@ -39,6 +39,19 @@ class AudienceReport:
     rejected_by_pinterest: Counter[str] = field(default_factory=Counter)
     pinterest_status: str | None = None
     mirror: dict[str, int] | None = None
+    ledger_members: int | None = None
+    """Members the target knows the list holds after the run (from the mirror or upsert
+    ledger); None where it cannot know (changes mode, dry runs)."""
+    pinterest_audience_size: int | None = None
+    """The CUSTOMER_LIST audience's ``size`` (Pinterest users matched); None until sized."""
+    pinterest_audience_status: str | None = None
+
+    @property
+    def match_rate(self) -> float | None:
+        """Matched users per member, where both are known (and there are members)."""
+        if self.pinterest_audience_size is None or not self.ledger_members:
+            return None
+        return self.pinterest_audience_size / self.ledger_members
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the report file."""
@@ -60,6 +73,10 @@ class AudienceReport:
         }
         if self.mirror is not None:
             data["mirror"] = dict(self.mirror)
+        data["pinterest_audience_size"] = self.pinterest_audience_size
+        data["pinterest_audience_status"] = self.pinterest_audience_status
+        data["match_rate"] = self.match_rate
+        data["members"] = self.ledger_members
         return data
 
 
@@ -146,6 +163,8 @@ class RunReport:
                     f"; mirror: {m['before']} members before, {m['added']} added, "
                     f"{m['removed']} removed, {m['unchanged']} unchanged, {m['after']} after"
                 )
+            if audience.pinterest_audience_status or audience.pinterest_audience_size is not None:
+                line += f"; {match_words(audience)}"
             lines.append(line)
         if not lines:
             lines.append("No records were read.")
@@ -168,6 +187,29 @@ class RunReport:
         """Write the report for orchestrators (``report_path``)."""
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_text(json.dumps(self.to_dict(), indent=2) + "\n", encoding="utf-8")
+
+
+MATCHING_LAG = "matching can lag uploads by up to 24-48 hours"
+
+
+def match_words(audience: AudienceReport) -> str:
+    """What Pinterest matched, in words, with the caveat that it is a moving number."""
+    size = audience.pinterest_audience_size
+    status = audience.pinterest_audience_status or "unknown"
+    rate = audience.match_rate
+    if size is None:
+        return f"audience {status}: Pinterest has not sized it yet; {MATCHING_LAG}"
+    if rate is None:
+        return f"audience {status}: Pinterest matched {size} users as of now; {MATCHING_LAG}"
+    return (
+        f"audience {status}: Pinterest matched {size} of {audience.ledger_members} members "
+        f"({percent(rate)}) as of now; {MATCHING_LAG}"
+    )
+
+
+def percent(rate: float) -> str:
+    """A rate as a whole percentage, keeping one decimal below 1% so it never reads 0%."""
+    return f"{rate:.1%}" if 0 < rate < 0.01 else f"{rate:.0%}"
 
 
 def _counts(counter: Counter[str]) -> str:

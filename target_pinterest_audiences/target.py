@@ -46,6 +46,7 @@ from target_pinterest_audiences.ledger import open_ledger
 from target_pinterest_audiences.mirror import MirrorSync
 from target_pinterest_audiences.preflight import check_connection, config_problems
 from target_pinterest_audiences.progress import ProgressLogger
+from target_pinterest_audiences.readback import read_back
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectFile
 from target_pinterest_audiences.report import RunReport, StreamReport
@@ -331,29 +332,9 @@ class TargetPinterestAudiences(Target):
         self.finish()
 
     def _read_back_lists(self) -> None:
-        """Put Pinterest's own status of every touched list next to our counts.
-
-        Pinterest matches uploads asynchronously and a list below 100 matched users
-        (TOO_SMALL) cannot be targeted; users should hear that from the sync, not from a
-        campaign that never delivers.
-        """
-        if self.lists is None or not self.settings.report_list_status:
-            return
-        for audience, list_id in self.uploader.list_ids().items():
-            try:
-                status = self.lists.get(list_id).get("status")
-            except TargetError as exc:
-                self.logger.warning("Could not read back list %s: %s", list_id, exc)
-                continue
-            with self.run_report.lock:
-                self.run_report.audience(audience).pinterest_status = status
-            if status == "TOO_SMALL":
-                self.logger.warning(
-                    "List '%s' (%s) is TOO_SMALL: it has fewer than 100 matched Pinterest "
-                    "users and cannot be targeted until it grows",
-                    audience,
-                    list_id,
-                )
+        """Put Pinterest's status and matched size of every touched list in the report."""
+        if self.lists is not None and self.settings.report_list_status:
+            read_back(self.lists, self.uploader.list_ids(), self.run_report)
 
     def finish(self) -> None:
         """Close resources and report (runs once, on success or failure)."""

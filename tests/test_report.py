@@ -197,6 +197,10 @@ def test_to_dict() -> None:
                 "rejected_by_pinterest": {"INVALID": 1},
                 "pinterest_status": None,
                 "mirror": {"before": 5},
+                "pinterest_audience_size": None,
+                "pinterest_audience_status": None,
+                "match_rate": None,
+                "members": None,
             },
             {
                 "audience": "churned",
@@ -213,9 +217,89 @@ def test_to_dict() -> None:
                 "identifiers_rejected": {},
                 "rejected_by_pinterest": {},
                 "pinterest_status": None,
+                "pinterest_audience_size": None,
+                "pinterest_audience_status": None,
+                "match_rate": None,
+                "members": None,
             },
         ],
     }
+
+
+# --------------------------------------------------------------------------- match rate
+
+
+def _matched(size: int | None, status: str | None, members: int | None) -> AudienceReport:
+    audience = AudienceReport("vip", list_id="9")
+    audience.pinterest_audience_size = size
+    audience.pinterest_audience_status = status
+    audience.ledger_members = members
+    return audience
+
+
+@pytest.mark.parametrize(
+    ("size", "members", "rate"),
+    [(303, 400, 303 / 400), (0, 1000, 0.0), (120, 100, 1.2), (5, 0, None), (None, 400, None)],
+)
+def test_match_rate_is_size_over_members_where_both_are_known(
+    size: int | None, members: int, rate: float | None
+) -> None:
+    audience = _matched(size, "READY", members)
+    assert audience.match_rate == rate
+    data = audience.to_dict()
+    assert data["match_rate"] == rate
+    assert data["members"] == members
+    assert data["pinterest_audience_size"] == size  # None stays None, never 0
+
+
+def test_match_rate_is_none_without_a_member_count() -> None:
+    audience = _matched(303, "READY", None)  # changes mode
+    assert audience.match_rate is None
+    assert (audience.to_dict()["match_rate"], audience.to_dict()["members"]) == (None, None)
+
+
+@pytest.mark.parametrize(
+    ("size", "status", "members", "suffix"),
+    [
+        (
+            303,
+            "READY",
+            400,
+            "; audience READY: Pinterest matched 303 of 400 members (76%) as of now; "
+            "matching can lag uploads by up to 24-48 hours",
+        ),
+        (
+            4,
+            "TOO_SMALL",
+            1000,
+            "; audience TOO_SMALL: Pinterest matched 4 of 1000 members (0.4%) as of now; "
+            "matching can lag uploads by up to 24-48 hours",
+        ),
+        (
+            303,
+            "READY",
+            None,
+            "; audience READY: Pinterest matched 303 users as of now; "
+            "matching can lag uploads by up to 24-48 hours",
+        ),
+        (
+            None,
+            "INITIALIZING",
+            400,
+            "; audience INITIALIZING: Pinterest has not sized it yet; "
+            "matching can lag uploads by up to 24-48 hours",
+        ),
+        (None, None, 400, ""),  # the audience was not read back: nothing to say
+    ],
+)
+def test_summary_says_what_pinterest_matched(
+    size: int | None, status: str | None, members: int | None, suffix: str
+) -> None:
+    report = RunReport()
+    report.audiences["vip"] = _matched(size, status, members)
+    assert report.summary_lines() == [
+        "Audience 'vip' (list 9): add 0, remove 0, send 0 requests" + suffix
+    ]
 
 
 def test_to_dict_sorts_counter_keys() -> None:

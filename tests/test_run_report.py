@@ -63,7 +63,7 @@ def test_a_list_below_100_members_is_reported_too_small(emulator: Emulator, tmp_
     assert emulator.members(list_id) == {sha(email) for email in emails}
     summary = [line for line in run.stderr.splitlines() if "Audience 'vip'" in line]
     assert len(summary) == 1, summary
-    assert summary[0].endswith(", Pinterest status TOO_SMALL"), summary
+    assert ", Pinterest status TOO_SMALL; audience TOO_SMALL" in summary[0], summary
     assert f"list {list_id}, created this run" in summary[0]
     too_small = [line for line in warnings(run.stderr) if "TOO_SMALL" in line]
     assert len(too_small) == 1, warnings(run.stderr)
@@ -98,9 +98,9 @@ def test_status_is_read_back_for_every_touched_list(emulator: Emulator, tmp_path
 
     assert run.returncode == 0, run.stderr
     ids = {name: item["id"] for name, item in lists_by_name(emulator).items()}
-    assert re.search(r"Audience 'big' \(.*\): add 120, .*Pinterest status READY$", run.stderr, re.M)
+    assert re.search(r"Audience 'big' \(.*\): add 120, .*Pinterest status READY;", run.stderr, re.M)
     assert re.search(
-        r"Audience 'small' \(.*\): add 3, .*Pinterest status TOO_SMALL$", run.stderr, re.M
+        r"Audience 'small' \(.*\): add 3, .*Pinterest status TOO_SMALL;", run.stderr, re.M
     )
     too_small = [line for line in warnings(run.stderr) if "TOO_SMALL" in line]
     assert len(too_small) == 1
@@ -209,6 +209,10 @@ def test_report_file_has_the_exact_structure_and_numbers(
         "identifiers_rejected": {"email_malformed": 1},
         "rejected_by_pinterest": {},
         "pinterest_status": "TOO_SMALL",
+        "pinterest_audience_size": 3,
+        "pinterest_audience_status": "TOO_SMALL",
+        "match_rate": None,  # changes mode: the target does not know the list's members
+        "members": None,
     }
     assert by_name["newsletter"] == {
         "audience": "newsletter",
@@ -225,6 +229,10 @@ def test_report_file_has_the_exact_structure_and_numbers(
         "identifiers_rejected": {"ios_idfa_zeroed": 1},
         "rejected_by_pinterest": {},
         "pinterest_status": "TOO_SMALL",
+        "pinterest_audience_size": 2,
+        "pinterest_audience_status": "TOO_SMALL",
+        "match_rate": None,
+        "members": None,
     }
     # The counts match what Pinterest saw.
     writes = [r for r in emulator.requests() if r["operation_type"]]
@@ -289,6 +297,10 @@ def test_dry_run_writes_the_report_and_sends_nothing(emulator: Emulator, tmp_pat
                 "identifiers_rejected": {"email_malformed": 1},
                 "rejected_by_pinterest": {},
                 "pinterest_status": None,
+                "pinterest_audience_size": None,
+                "pinterest_audience_status": None,
+                "match_rate": None,
+                "members": None,
             }
         ],
     }
