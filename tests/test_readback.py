@@ -236,8 +236,11 @@ def test_a_failed_audience_read_is_a_warning_not_a_failure(
         {"rules": [{"method": "GET", "path": r"/audiences/\d+$", "action": "error", "status": 404}]}
     )
 
-    run, report = sync(matching, tmp_path, {"vip": users(120)}, sync_mode="mirror")
+    emails = users(120)
 
+    run, report = sync(matching, tmp_path, {"vip": emails}, sync_mode="mirror")
+
+    assert matching.members(lists_by_name(matching)["vip"]["id"]) == {sha(e) for e in emails}
     assert report["vip"]["pinterest_audience_size"] is None
     assert report["vip"]["match_rate"] is None
     assert report["vip"]["members"] == 120

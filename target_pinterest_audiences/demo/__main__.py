@@ -4,6 +4,10 @@ Run ``python -m target_pinterest_audiences.demo``. No Pinterest account is neede
 emulator plays Pinterest on 127.0.0.1. The target runs as its installed console script,
 exactly as Meltano or a shell pipe would run it; afterwards the emulator's lists are
 printed, as Ads Manager would show them.
+
+Pinterest reaches only the uploaded identifiers that match one of its users, so the
+emulator is told to match a share of them (``DEMO_MATCH_RATE``, a demo setting, not a
+claim about Pinterest's rates): the audience sizes the target reports are matched users.
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from pathlib import Path
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
 
 AD_ACCOUNT = "549755885175"
+DEMO_MATCH_RATE = 0.7
 
 
 def _target_command() -> list[str]:
@@ -32,7 +37,7 @@ def _target_command() -> list[str]:
 def main() -> int:
     """Run the demo; return the target's exit code."""
     sample = resources.files("target_pinterest_audiences.demo") / "sample_stream.jsonl"
-    config = EmulatorConfig(ad_account_ids=(AD_ACCOUNT,))
+    config = EmulatorConfig(ad_account_ids=(AD_ACCOUNT,), match_rate=DEMO_MATCH_RATE)
     with Emulator(config) as emulator, tempfile.TemporaryDirectory() as tmp:
         config_path = Path(tmp) / "config.json"
         config_path.write_text(
@@ -58,15 +63,24 @@ def main() -> int:
             if "report |" in line or "ERROR" in line:
                 print("  " + line.split(" | ")[-1])
         print(f"\nSTATE emitted on stdout: {completed.stdout.strip().splitlines()[-1:]}")
-        print("\nWhat Pinterest (the emulator) now holds:")
+        print(
+            f"\nWhat Pinterest (the emulator, matching {DEMO_MATCH_RATE:.0%} of identifiers "
+            "to users) now holds:"
+        )
         snapshot = emulator.snapshot()["ad_accounts"][AD_ACCOUNT]
         audiences = {a["rule"]["customer_list_id"]: a for a in snapshot["audiences"]}
         for item in snapshot["customer_lists"]:
             audience = audiences.get(item["id"])
             print(
                 f"  customer list {item['name']!r} (id {item['id']}): "
-                f"{item['member_count']} hashed members, status {item['status']}"
-                + (f", audience {audience['id']}" if audience else "")
+                f"{item['member_count']} hashed members, {item['matched_count']} matched users, "
+                f"status {item['status']}"
+                + (
+                    f"; audience {audience['id']}: size {audience['size']}, "
+                    f"status {audience['status']}"
+                    if audience
+                    else ""
+                )
             )
         counters = emulator.counters()
         print(

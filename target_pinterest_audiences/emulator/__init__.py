@@ -21,7 +21,8 @@ or as a process (prints exactly one line, the API base URL, to stdout)::
 
 Module map: ``spec`` (contract, validation) with ``dialect`` (OpenAPI 3.0 ->
 JSON Schema), ``dispatch`` (request pipeline), ``api`` (operations),
-``state`` / ``records`` / ``pagination`` (data), ``tokens`` (OAuth),
+``state`` / ``records`` / ``pagination`` (data), ``matching`` (which
+records match a Pinterest user), ``tokens`` (OAuth),
 ``faults``, ``ratelimit``, ``requestlog``, ``admin`` (``/_emulator/`` API),
 ``server`` (HTTP and the ``Emulator`` facade), ``config``.
 """
