@@ -73,20 +73,29 @@ class RunningEmulator:
 def running_emulator(
     mode: str, *, latency_ms: float, write_limit_per_minute: int | None, log_path: Path
 ) -> Iterator[RunningEmulator]:
-    """A fresh emulator (no lists yet: every run is a first sync), stopped on exit."""
+    """A fresh emulator (no lists yet: every run is a first sync), stopped on exit.
+
+    ``write_limit_per_minute=None`` lifts the emulator's rate limits (the target's own cost
+    is measured then); otherwise ads_write gets that limit and ads_read Pinterest's.
+    """
     if mode == "thread":
         from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
 
-        config = EmulatorConfig(
-            latency_ms=latency_ms, write_rate_limit_per_minute=write_limit_per_minute
-        )
+        if write_limit_per_minute is None:
+            config = EmulatorConfig.without_rate_limits(latency_ms=latency_ms)
+        else:
+            config = EmulatorConfig(
+                latency_ms=latency_ms, write_rate_limit_per_minute=write_limit_per_minute
+            )
         with Emulator(config) as emulator:
             yield RunningEmulator(emulator.url, mode, None)
         return
 
     command = [sys.executable, "-m", "target_pinterest_audiences.emulator", "--port", "0"]
     command += ["--latency-ms", str(latency_ms)]
-    if write_limit_per_minute:
+    if write_limit_per_minute is None:
+        command += ["--no-rate-limits"]
+    else:
         command += ["--write-rate-limit-per-minute", str(write_limit_per_minute)]
     with log_path.open("wb") as log:
         process = subprocess.Popen(command, stdout=subprocess.PIPE, stderr=log)

@@ -32,9 +32,11 @@ _WRITE_METHODS = frozenset({"POST", "PATCH"})
 class TargetSettings:
     """The settings the benchmark gives the target on top of its defaults."""
 
-    # Zero-latency runs measure the target's own cost: pace well above what the emulator
-    # needs (Pinterest's real limits are what --latency-ms mode is for).
-    max_requests_per_second: float = 1000.0
+    # Zero-latency runs measure the target's own cost: the ceilings at their maximum (the
+    # universal 100 per second) against an emulator with its limits lifted. Latency mode
+    # keeps the target's defaults (None) against Pinterest's limits.
+    max_write_requests_per_minute: float | None = 6000.0
+    max_read_requests_per_minute: float | None = 6000.0
     max_parallel_requests: int | None = None  # None: the target's default
 
     def config(self, api_url: str) -> dict[str, Any]:
@@ -43,10 +45,15 @@ class TargetSettings:
             "api_url": api_url,
             "ad_account_id": AD_ACCOUNT_ID,
             "access_token": ACCESS_TOKEN,
-            "max_requests_per_second": self.max_requests_per_second,
         }
-        if self.max_parallel_requests is not None:
-            config["max_parallel_requests"] = self.max_parallel_requests
+        for key in (
+            "max_write_requests_per_minute",
+            "max_read_requests_per_minute",
+            "max_parallel_requests",
+        ):
+            value = getattr(self, key)
+            if value is not None:
+                config[key] = value
         return config
 
     def describe(self) -> dict[str, Any]:

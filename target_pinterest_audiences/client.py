@@ -16,9 +16,11 @@ from __future__ import annotations
 import datetime
 import email.utils
 import logging
+import math
 import random
 import threading
 import time
+from collections import deque
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -41,11 +43,16 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_CODE = 8
 """Pinterest's error code for rate limiting (error body ``{code: 8, ...}``)."""
 
-# Never slow below one request per minute, and regain the configured rate gradually:
-# about 35 successes undo one halving.
-_MAX_PACING_INTERVAL = 60.0
+# A burst (after a quiet spell) runs at most this many times the ceiling's average rate:
+# writes and reads together then stay under Pinterest's universal 100 requests per second.
+BURST_SPEEDUP = 4.0
+# After 429s the spacing between requests doubles, once per pause, up to this many times
+# the ceiling's average interval (half its rate), and each success takes back a fifth of
+# it: a storm slows requests down for seconds, not for the rest of the run.
+_MAX_SLOWDOWN = 2.0
+_RECOVERY_FACTOR = 0.8
 _MIN_CUT_SPACING = 1.0
-_RECOVERY_FACTOR = 0.98
+_WINDOW_SECONDS = 60.0
 
 _encode = msgspec.json.Encoder().encode
 _JSON_CONTENT = {"Content-Type": "application/json"}
@@ -75,71 +82,107 @@ class RetryPolicy:
         return random.uniform(0, ceiling)  # noqa: S311 - jitter, not cryptography
 
 
-class Pacer:
-    """A token bucket shared by all request threads, plus a common pause after a 429.
+class PacingBudgetExceeded(Exception):
+    """Waiting for a slot would take longer than the caller may still wait."""
 
-    Pacing keeps us under Pinterest's published limits in the first place; the pause makes
-    every thread back off together when Pinterest says slow down, so throughput degrades
-    to what Pinterest allows instead of hammering it.
+    def __init__(self, seconds: float) -> None:
+        super().__init__(f"{seconds:.1f}s")
+        self.seconds = seconds
+
+
+class Pacer:
+    """A per-minute request ceiling shared by all request threads, plus a common pause
+    after a 429.
+
+    Pinterest counts requests per minute, so the ceiling is a sliding window: at most
+    ``per_minute`` requests leave in any 60 seconds (a ceiling under 1 per minute, such as
+    Trial access's 300 per day, becomes one request per ``60 / per_minute`` seconds).
+    Within the window, requests are spaced at least a quarter of the average interval
+    apart, so a burst never runs faster than ``BURST_SPEEDUP`` times the average rate.
+
+    A 429 pauses every thread until Pinterest's ``Retry-After`` and doubles that spacing
+    (AIMD, as TCP does, but bounded: never below half the ceiling's rate); each success
+    takes a fifth of the slowdown back. The ceiling itself never moves.
     """
 
     def __init__(
         self,
-        requests_per_second: float | None,
+        per_minute: float | None,
         *,
-        burst: int = 1,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``burst`` requests may go at once after a quiet spell (a per-minute quota
-        allows it); beyond that they are spaced at the rate."""
-        self._burst = max(1, burst)
-        self._base_interval = 1.0 / requests_per_second if requests_per_second else 0.0
-        self._interval = self._base_interval
+        """``per_minute=None`` paces nothing (only pauses after a 429 apply)."""
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
-        self._next_slot = 0.0
-        self._paused_until = 0.0
+        self._count = 0
+        self._window = 0.0
+        self._base_spacing = 0.0
+        self._max_spacing = 0.0
+        if per_minute:
+            self._count = max(1, math.floor(per_minute))
+            self._window = _WINDOW_SECONDS * max(1.0, 1.0 / per_minute)
+            average_interval = self._window / self._count
+            self._base_spacing = average_interval / BURST_SPEEDUP
+            self._max_spacing = average_interval * _MAX_SLOWDOWN
+        self._spacing = self._base_spacing
+        self._sent: deque[float] = deque()  # send times in the window, oldest first
+        self._last_start = float("-inf")
+        self._paused_until = float("-inf")
         self._last_cut = float("-inf")
 
     @property
-    def requests_per_second(self) -> float | None:
-        """The rate currently allowed (lower than configured after rate limiting)."""
-        return 1.0 / self._interval if self._interval else None
+    def slowdown(self) -> float:
+        """How many times the spacing between requests is stretched after 429s (1 = none)."""
+        return self._spacing / self._base_spacing if self._base_spacing else 1.0
 
-    def acquire(self) -> None:
-        """Block until this thread may send one request."""
-        with self._lock:
-            now = self._clock()
-            # Idle time earns up to burst - 1 slots in the past.
-            earliest = now - (self._burst - 1) * self._interval
-            start = max(earliest, self._next_slot, self._paused_until)
-            self._next_slot = start + self._interval
-        delay = start - now
-        if delay > 0:
-            self._sleep(delay)
+    def acquire(self, budget: float = math.inf) -> float:
+        """Block until this thread may send one request; return the seconds of that wait
+        caused by rate limiting (pauses and slowdown, not the ceiling itself).
 
-    def pause(self, seconds: float) -> None:
-        """Hold every thread for ``seconds`` and halve the rate (Pinterest said slow down).
-
-        Halving on every 429 and creeping back up on every success (AIMD, as TCP does)
-        settles just under whatever rate Pinterest actually grants, instead of bouncing
-        off the limit at the configured rate.
+        Raises :class:`PacingBudgetExceeded`, without taking a slot, when the rate-limited
+        part of the wait would exceed ``budget``.
         """
         with self._lock:
             now = self._clock()
+            unthrottled = now
+            start = max(now, self._paused_until)
+            if self._count:
+                sent = self._sent
+                while sent and sent[0] <= now - self._window:
+                    sent.popleft()
+                window_slot = sent[0] + self._window if len(sent) >= self._count else now
+                unthrottled = max(now, window_slot, self._last_start + self._base_spacing)
+                start = max(start, unthrottled, self._last_start + self._spacing)
+            throttled = start - unthrottled
+            if throttled > budget:
+                raise PacingBudgetExceeded(throttled)
+            if self._count:
+                self._sent.append(start)
+                if len(self._sent) > self._count:
+                    self._sent.popleft()
+                self._last_start = start
+        delay = start - now
+        if delay > 0:
+            self._sleep(delay)
+        return max(0.0, throttled)
+
+    def pause(self, seconds: float) -> None:
+        """Hold every thread for ``seconds`` and slow down (Pinterest said slow down)."""
+        with self._lock:
+            now = self._clock()
             self._paused_until = max(self._paused_until, now + seconds)
-            # Many threads hit the same limit at once: one cut per window, not one each.
-            if self._base_interval and now - self._last_cut >= max(_MIN_CUT_SPACING, seconds):
-                self._interval = min(self._interval * 2, _MAX_PACING_INTERVAL)
+            # Many threads hit the same limit at once: one cut per pause, not one each.
+            if self._count and now - self._last_cut >= max(_MIN_CUT_SPACING, seconds):
+                self._spacing = min(self._spacing * 2, self._max_spacing)
                 self._last_cut = now
 
     def succeeded(self) -> None:
-        """Recover a little of the configured rate after a request went through."""
-        if self._interval > self._base_interval:
+        """Take back part of the slowdown after a request went through."""
+        if self._spacing > self._base_spacing:
             with self._lock:
-                self._interval = max(self._base_interval, self._interval * _RECOVERY_FACTOR)
+                self._spacing = max(self._base_spacing, self._spacing * _RECOVERY_FACTOR)
 
 
 @dataclass(frozen=True, slots=True)
@@ -216,15 +259,28 @@ class PinterestClient:
         body: Mapping[str, Any] | None = None,
         idempotent: bool = True,
     ) -> dict[str, Any]:
-        """Send one API request with retries; return the decoded JSON object."""
+        """Send one API request with retries; return the decoded JSON object.
+
+        Every wait caused by a failure counts toward ``max_total_wait_seconds``: the
+        back-off after an error, the pause after a 429, and the slower pace after 429s
+        (waiting for a turn under the configured ceiling does not). So a request either
+        goes through or fails with a message within that budget.
+        """
         pacer = self._read_pacer if method == "GET" else self._write_pacer
         policy = self._settings.retry
         waited = 0.0
         errors = 0
         throttled = 0
         may_refresh = self._tokens.can_refresh
+        last: _Retry | None = None
         while True:
-            pacer.acquire()
+            try:
+                waited += pacer.acquire(policy.max_total_wait_seconds - waited)
+            except PacingBudgetExceeded as exc:
+                attempts = errors + throttled
+                raise RetriesExhaustedError(
+                    self._exhausted_message(method, path, last, attempts, waited, exc.seconds)
+                ) from None
             token = self._tokens.current()
             outcome = self._attempt(method, path, params, body, token, idempotent=idempotent)
             if isinstance(outcome, dict):
@@ -236,6 +292,7 @@ class PinterestClient:
                 self._tokens.refresh(token)
                 may_refresh = False  # a second 401 means the new token is refused too
                 continue
+            last = outcome
             if outcome.throttled:
                 throttled += 1
             else:
@@ -244,13 +301,9 @@ class PinterestClient:
             if delay is None:
                 delay = policy.backoff(errors + throttled - 1)
             if errors >= policy.max_attempts or waited + delay > policy.max_total_wait_seconds:
-                msg = (
-                    f"{method} {path} still failing after {errors + throttled} attempts "
-                    f"and {waited:.0f}s of waiting ({outcome.failure}); raise "
-                    "max_retry_wait_seconds, or lower max_requests_per_second if Pinterest "
-                    "keeps rate limiting"
+                raise RetriesExhaustedError(
+                    self._exhausted_message(method, path, outcome, errors + throttled, waited)
                 )
-                raise RetriesExhaustedError(msg)
             logger.warning(
                 "%s %s: %s; retrying in %.1fs (%d errors, %d rate limited so far)",
                 method,
@@ -260,11 +313,49 @@ class PinterestClient:
                 errors,
                 throttled,
             )
-            waited += delay
             if outcome.throttled:
                 pacer.pause(delay)  # every thread waits; the next acquire() sleeps it out
             else:
+                waited += delay
                 self._sleep(delay)
+
+    def _exhausted_message(
+        self,
+        method: str,
+        path: str,
+        last: _Retry | None,
+        attempts: int,
+        waited: float,
+        pacing_wait: float | None = None,
+    ) -> str:
+        """Why the request was given up, and what the user can do about it."""
+        failure = last.failure if last is not None else "rate limited"
+        done = (
+            f"{method} {path} still failing after {attempts} attempts and {waited:.0f}s of "
+            f"waiting ({failure})"
+        )
+        if pacing_wait is not None:
+            done += f"; the next attempt would have to wait {pacing_wait:.0f}s more"
+        if last is None or last.kind == "throttled":
+            return (
+                f"{done}. Pinterest keeps rate limiting: raise max_retry_wait_seconds, or "
+                "lower max_write_requests_per_minute / max_read_requests_per_minute (another "
+                "process using the same token shares Pinterest's limits)"
+            )
+        if last.kind == "connection":
+            return (
+                f"{done}. Could not reach Pinterest at {self.api_url}: check api_url and the "
+                "network (DNS, proxy, firewall, TLS certificates)"
+            )
+        if last.kind == "timeout":
+            return (
+                f"{done}. Pinterest at {self.api_url} did not answer in time: check the "
+                "network, or raise request_timeout_seconds"
+            )
+        return (
+            f"{done}. The failure is on Pinterest's side: re-run later (re-running the same "
+            "input is safe), or raise max_retry_wait_seconds"
+        )
 
     def _attempt(
         self,
@@ -292,11 +383,11 @@ class PinterestClient:
                 timeout=(settings.connect_timeout_seconds, settings.read_timeout_seconds),
             )
         except (requests.ConnectionError, requests.Timeout) as exc:
-            failure = f"{type(exc).__name__} talking to Pinterest"
+            kind, failure = _network_failure(exc)
             if not idempotent:
                 msg = f"{method} {path}: {failure}; the request may have been applied"
                 raise AmbiguousOutcomeError(msg) from exc
-            return _Retry(failure)
+            return _Retry(failure, kind=kind)
         status = response.status_code
         if 200 <= status < 300:
             return _json_object(response, method, path)
@@ -310,7 +401,7 @@ class PinterestClient:
         if status == 403:
             raise PermissionDeniedError(_permission_advice(method, path, failure), **details)
         if status == 429:
-            return _Retry(failure, throttled=True, server_delay=_server_delay(response.headers))
+            return _Retry(failure, kind="throttled", server_delay=_server_delay(response.headers))
         if status < 500:
             raise PinterestAPIError(f"{method} {path} failed: {failure}", **details)
         if not idempotent:
@@ -321,12 +412,58 @@ class PinterestClient:
 
 @dataclass(frozen=True, slots=True)
 class _Retry:
-    """Why an attempt should be repeated."""
+    """Why an attempt should be repeated.
+
+    ``kind`` tells the advice apart when retries run out: ``throttled`` (429),
+    ``connection`` (refused, DNS, TLS, dropped), ``timeout`` or ``server`` (5xx).
+    """
 
     failure: str
-    throttled: bool = False
+    kind: str = "server"
     unauthorized: bool = False
     server_delay: float | None = None
+
+    @property
+    def throttled(self) -> bool:
+        """Pinterest said slow down (429)."""
+        return self.kind == "throttled"
+
+
+def _network_failure(exc: requests.RequestException) -> tuple[str, str]:
+    """(kind, description) of a request that got no HTTP answer, never quoting the URL."""
+    if isinstance(exc, requests.exceptions.SSLError):
+        return "connection", "TLS error (check the certificate and any TLS-intercepting proxy)"
+    if isinstance(exc, requests.exceptions.ProxyError):
+        return "connection", "the proxy refused or failed the connection"
+    if isinstance(exc, requests.exceptions.ConnectTimeout):
+        return "connection", "connecting timed out"
+    if isinstance(exc, requests.Timeout):
+        return "timeout", "no answer within request_timeout_seconds"
+    chain = _exception_chain(exc)
+    names = {type(error).__name__ for error in chain}
+    text = " ".join(str(error) for error in chain)
+    if "NameResolutionError" in names or "gaierror" in names or "resolve" in text.lower():
+        return "connection", "the host name could not be resolved (DNS)"
+    if "ConnectionRefusedError" in names or "Connection refused" in text:
+        return "connection", "connection refused"
+    if names & {"RemoteDisconnected", "ConnectionResetError", "ProtocolError"}:
+        return "connection", "the connection was closed without an answer"
+    return "connection", f"{type(exc).__name__} talking to Pinterest"
+
+
+def _exception_chain(exc: BaseException) -> list[BaseException]:
+    """The exception, its causes and the errors urllib3 wraps in ``reason`` / ``args``."""
+    seen: list[BaseException] = []
+    pending: list[BaseException] = [exc]
+    while pending and len(seen) < 20:
+        error = pending.pop()
+        if any(error is known for known in seen):
+            continue
+        seen.append(error)
+        linked = [error.__cause__, error.__context__, getattr(error, "reason", None)]
+        linked += [arg for arg in error.args if isinstance(arg, BaseException)]
+        pending.extend(item for item in linked if isinstance(item, BaseException))
+    return seen
 
 
 def _json_object(response: requests.Response, method: str, path: str) -> dict[str, Any]:

@@ -21,6 +21,8 @@ from urllib.parse import urlsplit
 import jsonschema
 from singer_sdk import typing as th
 
+from target_pinterest_audiences import rate_limits
+
 DEFAULT_API_URL = "https://api.pinterest.com/v5"
 # Braze's production Pinterest integration sends 1,900 identifiers per request; Pinterest
 # documents no maximum. Fewer, larger requests spend less of the ads_write rate limit, and
@@ -125,13 +127,24 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         description="Requests in flight at once; pacing still caps the rate.",
     ),
     th.Property(
-        "max_requests_per_second",
+        rate_limits.WRITE_SETTING,
+        th.NumberType(exclusive_minimum=0, maximum=rate_limits.MAX_REQUESTS_PER_MINUTE),
+        default=rate_limits.DEFAULT_WRITE_REQUESTS_PER_MINUTE,
+        title="Max write requests per minute",
+        description=rate_limits.WRITE_DESCRIPTION,
+    ),
+    th.Property(
+        rate_limits.READ_SETTING,
+        th.NumberType(exclusive_minimum=0, maximum=rate_limits.MAX_REQUESTS_PER_MINUTE),
+        default=rate_limits.DEFAULT_READ_REQUESTS_PER_MINUTE,
+        title="Max read requests per minute",
+        description=rate_limits.READ_DESCRIPTION,
+    ),
+    th.Property(
+        rate_limits.DEPRECATED_WRITE_SETTING,
         th.NumberType(exclusive_minimum=0, maximum=1000),
-        default=10,
-        title="Max write requests per second",
-        description="Ceiling on write requests per second. Pinterest's universal limit is 100 "
-        "requests per second per user per app, and ads_write has a lower per-minute limit; "
-        "on 429 the target slows down by itself.",
+        title="Max write requests per second (deprecated)",
+        description=rate_limits.DEPRECATED_WRITE_DESCRIPTION,
     ),
     th.Property(
         "max_retry_wait_seconds",
@@ -241,7 +254,8 @@ class Settings:
     create_audiences: bool
     records_per_request: int
     max_parallel_requests: int
-    max_requests_per_second: float
+    max_write_requests_per_minute: float
+    max_read_requests_per_minute: float
     max_retry_wait_seconds: float
     request_timeout_seconds: float
     checkpoint_interval_seconds: float
@@ -253,6 +267,8 @@ class Settings:
     max_removal_fraction: float = 0.5
     report_list_status: bool = True
     progress_interval_seconds: float = 60.0
+    warnings: tuple[str, ...] = ()
+    """What the user should hear about the config (deprecated settings and the like)."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | Any) -> Settings:
@@ -266,6 +282,7 @@ class Settings:
             value = config.get(key)
             return Path(value) if value else None
 
+        ceilings = rate_limits.ceilings_from_config(config)
         return cls(
             ad_account_id=str(config["ad_account_id"]),
             access_token=config.get("access_token"),
@@ -279,7 +296,8 @@ class Settings:
             create_audiences=bool(get("create_audiences")),
             records_per_request=int(get("records_per_request")),
             max_parallel_requests=int(get("max_parallel_requests")),
-            max_requests_per_second=float(get("max_requests_per_second")),
+            max_write_requests_per_minute=ceilings.writes_per_minute,
+            max_read_requests_per_minute=ceilings.reads_per_minute,
             max_retry_wait_seconds=float(get("max_retry_wait_seconds")),
             request_timeout_seconds=float(get("request_timeout_seconds")),
             checkpoint_interval_seconds=float(get("checkpoint_interval_seconds")),
@@ -291,6 +309,7 @@ class Settings:
             max_removal_fraction=float(get("max_removal_fraction")),
             report_list_status=bool(get("report_list_status")),
             progress_interval_seconds=float(get("progress_interval_seconds")),
+            warnings=ceilings.warnings,
         )
 
     @property

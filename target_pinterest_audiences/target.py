@@ -54,11 +54,6 @@ from target_pinterest_audiences.sinks import AudienceSink
 from target_pinterest_audiences.tokens import TokenProvider, provider_for
 from target_pinterest_audiences.uploader import Uploader
 
-# Pinterest's published ads_read limit for standard access: 1,000 requests per minute. A
-# per-minute quota allows short bursts (the list lookups and read-backs of a run).
-ADS_READ_REQUESTS_PER_SECOND = 1000 / 60
-ADS_READ_BURST = 20
-
 # How often the record path looks at the clock (for the checkpoint interval and metrics).
 _AGE_CHECK_SECONDS = 0.25
 _monotonic = time.monotonic
@@ -119,6 +114,8 @@ class TargetPinterestAudiences(Target):
         self.settings = Settings.from_config(self.config)
         for secret in self.settings.secrets():
             self.redactor.add_secret(secret)
+        for warning in self.settings.warnings:
+            self.logger.warning("%s", warning)
         # The SDK drains (and, for us, checkpoints) when records get this old.
         self._MAX_RECORD_AGE_IN_MINUTES = self.settings.checkpoint_interval_seconds / 60
         # Sinks hold no batch, so draining them in parallel would only add threads.
@@ -180,8 +177,8 @@ class TargetPinterestAudiences(Target):
                     read_timeout_seconds=settings.request_timeout_seconds,
                     retry=RetryPolicy(max_total_wait_seconds=settings.max_retry_wait_seconds),
                 ),
-                write_pacer=Pacer(settings.max_requests_per_second),
-                read_pacer=Pacer(ADS_READ_REQUESTS_PER_SECOND, burst=ADS_READ_BURST),
+                write_pacer=Pacer(settings.max_write_requests_per_minute),
+                read_pacer=Pacer(settings.max_read_requests_per_minute),
             )
             lists = CustomerLists(self.client, settings.ad_account_id)
         self.lists = lists

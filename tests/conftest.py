@@ -14,6 +14,10 @@ pytest_plugins = ["postgres_server"]
 
 @pytest.fixture
 def emulator() -> Iterator[Emulator]:
-    """A real HTTP emulator of the Pinterest API, empty, on a free loopback port."""
-    with Emulator(EmulatorConfig()) as running:
+    """A real HTTP emulator of the Pinterest API, empty, on a free loopback port.
+
+    Its rate limits are lifted: most tests are about something else and must stay fast.
+    Tests about pacing start an emulator with Pinterest's limits (the emulator's default).
+    """
+    with Emulator(EmulatorConfig.without_rate_limits()) as running:
         yield running

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import time
 from typing import Any
 
@@ -10,6 +11,7 @@ import pytest
 from target_pinterest_audiences.client import (
     ClientSettings,
     Pacer,
+    PacingBudgetExceeded,
     PinterestClient,
     RetryPolicy,
     _server_delay,
@@ -225,30 +227,113 @@ class FakeClock:
         self.now += seconds
 
 
-def test_pacer_spaces_requests_at_the_configured_rate() -> None:
-    fake = FakeClock()
-    pacer = Pacer(4, clock=fake.clock, sleep=fake.sleep)
-
-    for _ in range(5):
+def send_times(pacer: Pacer, fake: FakeClock, count: int) -> list[float]:
+    """When each of ``count`` back-to-back requests may leave."""
+    times = []
+    for _ in range(count):
         pacer.acquire()
+        times.append(fake.now)
+    return times
 
-    assert fake.slept == pytest.approx([0.25] * 4)
 
-
-def test_pacer_pause_holds_everyone_and_halves_the_rate_once_per_window() -> None:
+def test_pacer_sends_at_most_the_ceiling_in_any_60_seconds() -> None:
     fake = FakeClock()
-    pacer = Pacer(10, clock=fake.clock, sleep=fake.sleep)
+    pacer = Pacer(8, clock=fake.clock, sleep=fake.sleep)
+
+    times = send_times(pacer, fake, 24)
+
+    # A burst runs at most four times the average rate (60 / 8 / 4 = 1.875 s apart) ...
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) == pytest.approx(1.875)
+    # ... and no 60-second window ever holds more than 8 requests.
+    for first in range(len(times) - 8):
+        assert times[first + 8] - times[first] >= 60 - 1e-9
+    # The window is used fully: 24 requests in a little over two minutes.
+    assert times[-1] - times[0] == pytest.approx(120 + 7 * 1.875)
+
+
+def test_pacer_below_one_request_per_minute_spaces_them_out() -> None:
+    fake = FakeClock()
+    pacer = Pacer(0.2, clock=fake.clock, sleep=fake.sleep)  # Trial access: 300 per day
+
+    times = send_times(pacer, fake, 3)
+
+    assert times[1] - times[0] == pytest.approx(300)
+    assert times[2] - times[1] == pytest.approx(300)
+
+
+def test_pacer_pause_holds_everyone_and_slows_down_once_per_pause() -> None:
+    fake = FakeClock()
+    pacer = Pacer(600, clock=fake.clock, sleep=fake.sleep)
     pacer.acquire()
 
     for _ in range(5):  # five threads hit the same 429 at once
         pacer.pause(2.0)
 
-    assert pacer.requests_per_second == pytest.approx(5)
-    pacer.acquire()
+    assert pacer.slowdown == pytest.approx(2)
+    assert pacer.acquire() == pytest.approx(2.0, abs=0.03)  # the pause is rate-limited wait
     assert fake.slept[-1] == pytest.approx(2.0)
-    for _ in range(200):
+    for _ in range(5):
         pacer.succeeded()
-    assert pacer.requests_per_second == pytest.approx(10)
+    assert pacer.slowdown == pytest.approx(1)  # back at full speed after a few successes
+
+
+def test_pacer_slowdown_is_bounded_and_recovers_promptly() -> None:
+    fake = FakeClock()
+    pacer = Pacer(360, clock=fake.clock, sleep=fake.sleep)
+    start = fake.now
+
+    for _ in range(40):  # a storm: 40 pauses, a second apart
+        pacer.pause(1.0)
+        fake.now += 1.0
+
+    # Never slower than half the ceiling's rate (spacing 2 x 60/360 s, base 1/4 of it).
+    assert pacer.slowdown == pytest.approx(8)
+    recovered = 0
+    while pacer.slowdown > 1:
+        pacer.acquire()
+        pacer.succeeded()
+        recovered += 1
+    assert recovered <= 10
+    assert fake.now - start < 40 + 3  # ten requests at most 1/3 s apart
+
+
+def test_a_429_storm_costs_about_its_pauses_not_minutes() -> None:
+    """40 consecutive 429s (Retry-After: 1) among 30 writes at the default write ceiling."""
+    fake = FakeClock()
+    pacer = Pacer(360, clock=fake.clock, sleep=fake.sleep)
+    start = fake.now
+    refusals = 40
+    done = 0
+    while done < 30:
+        pacer.acquire()
+        if refusals:
+            refusals -= 1
+            pacer.pause(1.0)
+        else:
+            pacer.succeeded()
+            done += 1
+
+    # One thread meets every refusal in turn: 40 s of pauses, and at most a third of a
+    # second of slowed spacing each, then 30 writes near full speed.
+    assert fake.now - start < 40 * (1 + 1 / 3) + 30 * 1 / 6
+    assert pacer.slowdown < 1.01
+
+
+def test_pacer_budget_counts_rate_limited_waits_only() -> None:
+    fake = FakeClock()
+    pacer = Pacer(6, clock=fake.clock, sleep=fake.sleep)  # 2.5 s apart in a burst
+    pacer.acquire()
+
+    assert pacer.acquire(budget=0) == 0  # waiting for a turn under the ceiling is free
+    assert fake.slept == pytest.approx([2.5])
+
+    pacer.pause(30)
+    with pytest.raises(PacingBudgetExceeded) as exceeded:
+        pacer.acquire(budget=10)
+    assert exceeded.value.seconds == pytest.approx(30 - 2.5, abs=0.01)
+    assert fake.slept == pytest.approx([2.5])  # it did not wait, nor take a slot
+    assert pacer.acquire(budget=60) == pytest.approx(30 - 2.5, abs=0.01)
 
 
 def test_unpaced_pacer_never_sleeps() -> None:
@@ -272,13 +357,43 @@ def test_an_unparseable_retry_after_falls_back_to_backoff(emulator: Emulator) ->
     assert 0 <= sleeps.calls[0] <= 0.5
 
 
-def test_pacer_burst_lets_a_quiet_caller_send_a_few_at_once() -> None:
+def test_slowed_pacing_after_429s_counts_toward_the_retry_budget(emulator: Emulator) -> None:
+    emulator.configure_faults({"rules": [error_rule(429, None, headers={"Retry-After": "4"})]})
     fake = FakeClock()
-    pacer = Pacer(2, burst=3, clock=fake.clock, sleep=fake.sleep)
-    fake.now += 60  # quiet for a minute
+    tokens = TokenProvider(token_url=f"{emulator.url}/oauth/token", access_token=TOKEN, app=None)
+    client = PinterestClient(
+        emulator.url,
+        tokens,
+        settings=ClientSettings(retry=RetryPolicy(max_total_wait_seconds=10)),
+        read_pacer=Pacer(60, clock=fake.clock, sleep=fake.sleep),
+    )
 
-    for _ in range(5):
-        pacer.acquire()
+    with pytest.raises(RetriesExhaustedError) as raised:
+        client.get(LISTS)
 
-    # Three go at once; then the rate (0.5 s apart) applies.
-    assert fake.slept == pytest.approx([0.5, 0.5])
+    # 4 s pauses (plus the slower spacing after each) within 10 s: the third would not fit.
+    assert sum(fake.slept) <= 10
+    assert "Pinterest keeps rate limiting" in str(raised.value)
+    assert "max_write_requests_per_minute" in str(raised.value)
+
+
+def test_an_unreachable_api_is_reported_as_a_connection_problem_not_rate_limiting() -> None:
+    tokens = TokenProvider(
+        token_url="http://127.0.0.1:9/v5/oauth/token", access_token=TOKEN, app=None
+    )
+    sleeps = Sleeps()
+    client = PinterestClient(
+        "http://127.0.0.1:9/v5",  # the discard port: nothing listens there
+        tokens,
+        settings=ClientSettings(retry=RetryPolicy(max_attempts=2)),
+        sleep=sleeps,
+    )
+
+    with pytest.raises(RetriesExhaustedError) as raised:
+        client.get(LISTS)
+
+    message = str(raised.value)
+    assert "connection refused" in message
+    assert "api_url" in message
+    assert "http://127.0.0.1:9/v5" in message
+    assert "rate" not in message

@@ -52,7 +52,9 @@ def test_schema_marks_secrets_and_requires_ad_account() -> None:
             "client_secret": SECRET_CLIENT,
             "records_per_request": 100_000,
             "max_parallel_requests": 32,
-            "max_requests_per_second": 0.01,
+            "max_write_requests_per_minute": 0.2,  # Trial access: 300 per day
+            "max_read_requests_per_minute": 6000,
+            "max_requests_per_second": 0.01,  # deprecated, still accepted
             "max_retry_wait_seconds": 0,
             "request_timeout_seconds": 1,
             "checkpoint_interval_seconds": 1.5,
@@ -375,6 +377,38 @@ def test_api_url_problem_does_not_echo_credentials_in_url() -> None:
 # --------------------------------------------------------------------------- Settings
 
 
+def test_request_ceiling_defaults_stay_under_pinterest_published_limits() -> None:
+    settings = Settings.from_config({"ad_account_id": "1"})
+    # ads_write: 400 per minute per user per app; ads_read: 1,000 (Standard access).
+    assert settings.max_write_requests_per_minute < 400
+    assert settings.max_read_requests_per_minute < 1000
+    assert settings.warnings == ()
+    for key in ("max_write_requests_per_minute", "max_read_requests_per_minute"):
+        description = CONFIG_SCHEMA["properties"][key]["description"]
+        assert "developers.pinterest.com/docs/reference/rate-limits/" in description
+        assert "x-ratelimit-category" in description
+
+
+def test_the_deprecated_per_second_setting_still_sets_the_write_ceiling() -> None:
+    legacy = Settings.from_config({"ad_account_id": "1", "max_requests_per_second": 5})
+    assert legacy.max_write_requests_per_minute == 300.0
+    (warning,) = legacy.warnings
+    assert "max_requests_per_second" in warning
+    assert "deprecated" in warning
+    assert "max_write_requests_per_minute" in warning
+
+    both = Settings.from_config(
+        {"ad_account_id": "1", "max_requests_per_second": 5, "max_write_requests_per_minute": 60}
+    )
+    assert both.max_write_requests_per_minute == 60.0
+    assert any("ignored" in warning for warning in both.warnings)
+
+    # The old default (10 per second) is above the ads_write limit: say so.
+    above = Settings.from_config({"ad_account_id": "1", "max_requests_per_second": 10})
+    assert above.max_write_requests_per_minute == 600.0
+    assert any("above Pinterest's published ads_write limit" in w for w in above.warnings)
+
+
 def test_settings_defaults() -> None:
     settings = Settings.from_config({"ad_account_id": "549755885175"})
     assert settings == Settings(
@@ -390,7 +424,8 @@ def test_settings_defaults() -> None:
         create_audiences=True,
         records_per_request=1900,
         max_parallel_requests=4,
-        max_requests_per_second=10.0,
+        max_write_requests_per_minute=360.0,
+        max_read_requests_per_minute=900.0,
         max_retry_wait_seconds=600.0,
         request_timeout_seconds=120.0,
         checkpoint_interval_seconds=300.0,
@@ -410,7 +445,8 @@ def test_settings_defaults() -> None:
         "create_audiences",
         "records_per_request",
         "max_parallel_requests",
-        "max_requests_per_second",
+        "max_write_requests_per_minute",
+        "max_read_requests_per_minute",
         "max_retry_wait_seconds",
         "request_timeout_seconds",
         "checkpoint_interval_seconds",
@@ -438,7 +474,8 @@ def test_settings_explicit_values_win() -> None:
             "create_audiences": False,
             "records_per_request": 500,
             "max_parallel_requests": 1,
-            "max_requests_per_second": 2,
+            "max_write_requests_per_minute": 120,
+            "max_read_requests_per_minute": 600,
             "max_retry_wait_seconds": 0,
             "request_timeout_seconds": 5,
             "checkpoint_interval_seconds": 60,
@@ -453,8 +490,10 @@ def test_settings_explicit_values_win() -> None:
     assert settings.create_audiences is False  # False is not "missing"
     assert settings.records_per_request == 500
     assert settings.max_parallel_requests == 1
-    assert settings.max_requests_per_second == 2.0
-    assert isinstance(settings.max_requests_per_second, float)
+    assert settings.max_write_requests_per_minute == 120.0
+    assert isinstance(settings.max_write_requests_per_minute, float)
+    assert settings.max_read_requests_per_minute == 600.0
+    assert settings.warnings == ()
     assert settings.max_retry_wait_seconds == 0.0  # 0 is not "missing"
     assert settings.request_timeout_seconds == 5.0
     assert settings.checkpoint_interval_seconds == 60.0

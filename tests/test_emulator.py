@@ -494,7 +494,6 @@ INVALID_REQUESTS = {
     "page_size=0": ("GET", f"/ad_accounts/{AD_ACCOUNT}/customer_lists?page_size=0", None, None),
     "page_size=251": ("GET", f"/ad_accounts/{AD_ACCOUNT}/customer_lists?page_size=251", None, None),
     "page_size=abc": ("GET", f"/ad_accounts/{AD_ACCOUNT}/customer_lists?page_size=abc", None, None),
-    "unknown query param": ("GET", f"/ad_accounts/{AD_ACCOUNT}/customer_lists?foo=1", None, None),
     "bad order": ("GET", f"/ad_accounts/{AD_ACCOUNT}/audiences?order=UP", None, None),
     "missing operation_type": (
         "PATCH",
@@ -778,6 +777,55 @@ def test_read_rate_limit(make_emulator: Any) -> None:
         assert s.get(lists_url(emulator)).status_code == 429
 
 
+def test_pinterest_published_limits_are_enforced_per_token_by_default(
+    make_emulator: Any,
+) -> None:
+    emulator = make_emulator(access_tokens=(TOKEN, "another-users-token"))
+    assert emulator.config.rate_limits() == {"ads_write": 400, "ads_read": 1000}
+    with client() as s:
+        list_id = create_list(s, emulator, hashes("a", 1))["id"]
+        body = {"operation_type": "ADD", "records": sha("b")}
+        statuses = [s.patch(f"{lists_url(emulator)}/{list_id}", json=body) for _ in range(400)]
+        # The create was the first of 400 ads_write requests allowed in the minute.
+        assert [r.status_code for r in statuses].count(200) == 399
+        limited = statuses[-1]
+        assert limited.status_code == 429
+        assert limited.json() == {
+            "code": 8,
+            "message": "This request exceeded a rate limit. This can happen if the client "
+            "exceeds one of the published rate limits within a short time window.",
+        }
+        assert 1 <= int(limited.headers["Retry-After"]) <= 60
+        assert s.get(lists_url(emulator)).status_code == 200  # ads_read has its own limit
+    with client("another-users-token") as other:  # another user of the app: its own minute
+        assert other.patch(f"{lists_url(emulator)}/{list_id}", json=body).status_code == 200
+
+
+def test_rate_limits_can_be_lifted_or_given_a_shorter_window(make_emulator: Any) -> None:
+    unlimited = make_emulator(**vars(EmulatorConfig.without_rate_limits()))
+    assert unlimited.config.rate_limits() == {}
+    quick = make_emulator(write_rate_limit_per_minute=2, rate_limit_window_seconds=0.5)
+    with client() as s:
+        for emulator, expected in ((unlimited, [200] * 5), (quick, [200, 200, 429, 429, 429])):
+            statuses = [
+                s.post(lists_url(emulator), json={"name": f"L{i}", "records": sha(str(i))})
+                for i in range(5)
+            ]
+            assert [r.status_code for r in statuses] == expected
+        time.sleep(0.6)  # the short window has passed
+        assert s.post(lists_url(quick), json={"name": "late", "records": sha("x")}).ok
+
+
+def test_undeclared_query_parameters_are_ignored_and_logged(emulator: Emulator) -> None:
+    with client() as s:
+        response = s.get(lists_url(emulator), params={"exclude_nca": "true", "page_size": 5})
+    assert response.status_code == 200, response.text
+    (entry,) = emulator.requests()
+    assert entry["valid"]
+    assert entry["ignored_query_parameters"] == ["exclude_nca"]
+    assert emulator.counters()["requests_with_ignored_query_parameters"] == 1
+
+
 def test_latency_requests_overlap(make_emulator: Any) -> None:
     emulator = make_emulator(latency_ms=300)
     results: list[int] = []
@@ -891,3 +939,15 @@ def test_cli_match_rate_flag_and_help_documents_the_model(
     assert "matching model:" in help_text
     assert "READY with at least 100 matched users" in help_text
     assert "size null and status INITIALIZING" in help_text
+
+
+def test_cli_enforces_pinterest_limits_unless_lifted() -> None:
+    def config(*argv: str) -> EmulatorConfig:
+        return config_from_args(build_parser().parse_args(list(argv)))
+
+    assert config().rate_limits() == {"ads_write": 400, "ads_read": 1000}
+    assert config("--write-rate-limit-per-minute", "30").rate_limits()["ads_write"] == 30
+    assert config("--no-rate-limits").rate_limits() == {}
+    assert config("--rate-limit-window-seconds", "2").rate_limit_window_seconds == 2
+    with pytest.raises(SystemExit):
+        config("--write-rate-limit-per-minute", "0")

@@ -15,11 +15,14 @@ from types import FrameType
 from typing import Any
 
 from .config import (
+    ADS_READ_PER_MINUTE,
+    ADS_WRITE_PER_MINUTE,
     DEFAULT_ACCESS_TOKEN,
     DEFAULT_AD_ACCOUNT_ID,
     DEFAULT_CLIENT_ID,
     DEFAULT_CLIENT_SECRET,
     DEFAULT_REFRESH_TOKEN,
+    RATE_LIMIT_WINDOW_SECONDS,
     EmulatorConfig,
 )
 from .faults import FaultConfigError, FaultInjector, parse_faults_json
@@ -51,6 +54,13 @@ def _match_rate(text: str) -> float:
         raise argparse.ArgumentTypeError(f"not a number: {text!r}") from None
     if not 0.0 <= value <= 1.0:
         raise argparse.ArgumentTypeError(f"must be between 0 and 1, not {text}")
+    return value
+
+
+def _positive_int(text: str) -> int:
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError("must be at least 1 (use --no-rate-limits to lift)")
     return value
 
 
@@ -92,8 +102,34 @@ def build_parser() -> argparse.ArgumentParser:
     )
     parser.add_argument("--access-token-ttl-seconds", type=float, default=30 * 86400)
     parser.add_argument("--latency-ms", type=float, default=0.0)
-    parser.add_argument("--write-rate-limit-per-minute", type=int, default=None)
-    parser.add_argument("--read-rate-limit-per-minute", type=int, default=None)
+    parser.add_argument(
+        "--write-rate-limit-per-minute",
+        type=_positive_int,
+        default=ADS_WRITE_PER_MINUTE,
+        metavar="N",
+        help="ads_write requests allowed per token per window (default "
+        f"{ADS_WRITE_PER_MINUTE}, Pinterest's Standard access limit)",
+    )
+    parser.add_argument(
+        "--read-rate-limit-per-minute",
+        type=_positive_int,
+        default=ADS_READ_PER_MINUTE,
+        metavar="N",
+        help=f"ads_read requests allowed per token per window (default {ADS_READ_PER_MINUTE})",
+    )
+    parser.add_argument(
+        "--rate-limit-window-seconds",
+        type=float,
+        default=RATE_LIMIT_WINDOW_SECONDS,
+        metavar="S",
+        help="length of the sliding rate-limit window (default 60, Pinterest's minute)",
+    )
+    parser.add_argument(
+        "--no-rate-limits",
+        dest="rate_limits",
+        action="store_false",
+        help="lift both rate limits (for tests that need speed, not realism)",
+    )
     parser.add_argument(
         "--processing-seconds",
         type=float,
@@ -150,8 +186,9 @@ def config_from_args(args: argparse.Namespace) -> EmulatorConfig:
         rotate_refresh_tokens=args.rotate_refresh_tokens,
         access_token_ttl_seconds=args.access_token_ttl_seconds,
         latency_ms=args.latency_ms,
-        write_rate_limit_per_minute=args.write_rate_limit_per_minute,
-        read_rate_limit_per_minute=args.read_rate_limit_per_minute,
+        write_rate_limit_per_minute=args.write_rate_limit_per_minute if args.rate_limits else None,
+        read_rate_limit_per_minute=args.read_rate_limit_per_minute if args.rate_limits else None,
+        rate_limit_window_seconds=args.rate_limit_window_seconds,
         processing_seconds=args.processing_seconds,
         match_rate=args.match_rate,
         faults=tuple(faults.get("rules", [])),
@@ -189,9 +226,12 @@ def main(argv: list[str] | None = None) -> int:
         return 1
     try:
         print(emulator.url, flush=True)
+        limits = config.rate_limits()
         print(
             f"pinterest-api-emulator: API at {emulator.url}, admin API at {emulator.admin_url}; "
-            f"ad accounts {', '.join(config.ad_account_ids)}",
+            f"ad accounts {', '.join(config.ad_account_ids)}; rate limits per token per "
+            f"{config.rate_limit_window_seconds:g} s: "
+            + (", ".join(f"{name} {limit}" for name, limit in limits.items()) or "none"),
             file=sys.stderr,
             flush=True,
         )

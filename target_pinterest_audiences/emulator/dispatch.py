@@ -9,10 +9,11 @@ connection"). Steps, in the order Pinterest plausibly applies them:
    not have is a 405 (both count as invalid requests);
 3. authentication: Bearer token for ads operations, HTTP Basic client
    credentials for ``/oauth/token``; failures are 401 code 2;
-4. contract validation of parameters, content type and body: 400 code 1;
+4. contract validation of parameters, content type and body: 400 code 1
+   (undeclared query parameters are ignored, as Pinterest does, and logged);
 5. ad-account access: an id that is not configured is a 403 code 29;
 6. fault injection (see ``faults.py``);
-7. rate limiting by ``x-ratelimit-category`` (see ``ratelimit.py``);
+7. rate limiting by ``x-ratelimit-category`` and access token (see ``ratelimit.py``);
 8. the operation itself (``api.py``);
 9. response self-check against the description: a mismatch is counted in
    ``response_validation_errors`` and printed to stderr, and the response is
@@ -46,7 +47,7 @@ from .errors import (
     authentication_failed,
 )
 from .faults import FaultAction, FaultInjector
-from .ratelimit import SlidingWindowLimiter
+from .ratelimit import RateLimits
 from .requestlog import LogEntry, RequestLog
 from .spec import ApiSpec, MethodNotAllowed, Operation, RequestInvalid, UnknownPath, first_problem
 from .state import EmulatorState
@@ -105,7 +106,7 @@ class ApiDispatcher:
         tokens: TokenStore,
         faults: FaultInjector,
         log: RequestLog,
-        limiters: Mapping[str, SlidingWindowLimiter],
+        limits: RateLimits,
         latency_ms: float = 0.0,
         validate_responses: bool = True,
         clock: Callable[[], float] = time.time,
@@ -116,7 +117,7 @@ class ApiDispatcher:
         self._tokens = tokens
         self._faults = faults
         self._log = log
-        self._limiters = limiters
+        self._limits = limits
         self._latency = latency_ms / 1000.0
         self._validate_responses = validate_responses
         self._clock = clock
@@ -190,9 +191,9 @@ class ApiDispatcher:
 
         ctx.token = self._authenticate(operation, headers)
         try:
-            params = operation.parse_parameters(
-                match.path_values, parse_qs(query, keep_blank_values=True), headers
-            )
+            query_values = parse_qs(query, keep_blank_values=True)
+            entry.ignored_query_parameters = operation.undeclared_query(query_values)
+            params = operation.parse_parameters(match.path_values, query_values, headers)
             value = operation.parse_body(headers.get("content-type"), body)
         except RequestInvalid as exc:
             raise ContractViolation(str(exc)) from None
@@ -248,10 +249,9 @@ class ApiDispatcher:
             raise authentication_failed()
 
     def _rate_limit(self, ctx: _Context, operation: Operation) -> None:
-        limiter = self._limiters.get(operation.rate_limit_category or "")
-        if limiter is None:
+        decision = self._limits.acquire(operation.rate_limit_category, ctx.token)
+        if decision is None:
             return
-        decision = limiter.acquire()
         ctx.headers.update(decision.headers())
         if not decision.allowed:
             raise ApiError(429, CODE_RATE_LIMITED, RATE_LIMITED)

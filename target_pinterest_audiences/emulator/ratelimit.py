@@ -1,13 +1,13 @@
-"""Per-category request rate limiting (sliding-window log).
+"""Per-category request rate limiting (sliding-window log), per access token.
 
 Pinterest limits by ``x-ratelimit-category`` (``ads_read``, ``ads_write``, ...)
-per minute. The emulator keeps, per limited category, the monotonic times of
+per minute per user per app. The emulator keeps, per limited category and
+access token (a token stands for one user of one app), the monotonic times of
 the requests it let through in the last 60 seconds: a request is allowed while
 fewer than ``limit`` are in the window. Unlike a token bucket this never lets
 a burst exceed the limit within any 60-second span, which makes tests that
 count 429s deterministic. Rejected requests do not enter the window.
 
-The limit is shared by all callers of the emulator (one app, one user).
 Headers sent with every response of a limited category:
 
 * ``X-RateLimit-Limit``: the per-minute limit;
@@ -24,7 +24,7 @@ import math
 import threading
 import time
 from collections import deque
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
 WINDOW_SECONDS = 60.0
@@ -85,3 +85,38 @@ class SlidingWindowLimiter:
         """Empty the window."""
         with self._lock:
             self._times.clear()
+
+
+class RateLimits:
+    """The limiters of every (category, token) pair, created on first use; thread-safe."""
+
+    def __init__(
+        self,
+        limits: Mapping[str, int],
+        *,
+        window: float = WINDOW_SECONDS,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
+        self._limits = dict(limits)
+        self._window = window
+        self._clock = clock
+        self._lock = threading.Lock()
+        self._limiters: dict[tuple[str, str], SlidingWindowLimiter] = {}
+
+    def acquire(self, category: str | None, token: str | None) -> Decision | None:
+        """Count a request of ``category`` made with ``token``; None if not limited."""
+        limit = self._limits.get(category or "")
+        if limit is None:
+            return None
+        key = (category or "", token or "")
+        with self._lock:
+            limiter = self._limiters.get(key)
+            if limiter is None:
+                limiter = SlidingWindowLimiter(limit, window=self._window, clock=self._clock)
+                self._limiters[key] = limiter
+        return limiter.acquire()
+
+    def reset(self) -> None:
+        """Empty every window."""
+        with self._lock:
+            self._limiters.clear()

@@ -2,7 +2,8 @@
 
 Entries never hold request bodies or records (a 1M-identifier sync must keep
 the log small): only method, path, query string, status, operation, whether
-the request matched the contract, the error text, the fault applied, and for
+the request matched the contract, the error text, the fault applied, the query
+parameters ignored because the description does not declare them, and for
 customer-list writes the operation type (``CREATE``/``ADD``/``REMOVE``) and
 record count. The log keeps the newest ``limit`` entries (default 100,000);
 counters are never truncated. Admin (``/_emulator/``) requests are not logged.
@@ -12,7 +13,7 @@ from __future__ import annotations
 
 import threading
 from collections import Counter, deque
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import Any
 
 
@@ -35,6 +36,7 @@ class LogEntry:
     record_count: int | None = None
     duration_ms: float = 0.0
     response_problem: str | None = None
+    ignored_query_parameters: list[str] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
         """The entry as a JSON object."""
@@ -53,6 +55,7 @@ class RequestLog:
         self._invalid = 0
         self._response_errors = 0
         self._faults = 0
+        self._ignored_query = 0
 
     def next_seq(self) -> int:
         """A number that orders requests by arrival."""
@@ -69,6 +72,7 @@ class RequestLog:
             self._invalid += not entry.valid
             self._response_errors += entry.response_problem is not None
             self._faults += entry.fault is not None
+            self._ignored_query += bool(entry.ignored_query_parameters)
 
     def entries(self) -> list[dict[str, Any]]:
         """All kept entries, oldest first."""
@@ -85,6 +89,7 @@ class RequestLog:
                 "invalid_requests": self._invalid,
                 "response_validation_errors": self._response_errors,
                 "faults_applied": self._faults,
+                "requests_with_ignored_query_parameters": self._ignored_query,
             }
 
     @property
@@ -103,3 +108,4 @@ class RequestLog:
             self._invalid = 0
             self._response_errors = 0
             self._faults = 0
+            self._ignored_query = 0

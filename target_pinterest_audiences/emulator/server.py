@@ -27,7 +27,7 @@ from .api import PinterestApi
 from .config import EmulatorConfig
 from .dispatch import API_PREFIX, ApiDispatcher, Outcome
 from .faults import FaultInjector
-from .ratelimit import SlidingWindowLimiter
+from .ratelimit import RateLimits
 from .requestlog import RequestLog
 from .spec import ApiSpec
 from .state import EmulatorState
@@ -199,11 +199,7 @@ class Emulator:
         )
         self.faults = FaultInjector(config.fault_config())
         self.request_log = RequestLog(config.request_log_limit)
-        self._limiters: dict[str, SlidingWindowLimiter] = {}
-        if config.write_rate_limit_per_minute:
-            self._limiters["ads_write"] = SlidingWindowLimiter(config.write_rate_limit_per_minute)
-        if config.read_rate_limit_per_minute:
-            self._limiters["ads_read"] = SlidingWindowLimiter(config.read_rate_limit_per_minute)
+        self._limits = RateLimits(config.rate_limits(), window=config.rate_limit_window_seconds)
         api = PinterestApi(self.state, self.tokens, self.faults, created_time=int(config.clock()))
         self._api = ApiDispatcher(
             spec=self.spec,
@@ -212,7 +208,7 @@ class Emulator:
             tokens=self.tokens,
             faults=self.faults,
             log=self.request_log,
-            limiters=self._limiters,
+            limits=self._limits,
             latency_ms=config.latency_ms,
             validate_responses=config.validate_responses,
             clock=config.clock,
@@ -334,8 +330,7 @@ class Emulator:
         self.request_log.reset()
         self.tokens.reset()
         self.faults.configure(self.config.fault_config())
-        for limiter in self._limiters.values():
-            limiter.reset()
+        self._limits.reset()
 
     def snapshot(self) -> dict[str, Any]:
         """The ``GET /_emulator/state`` document."""
@@ -348,6 +343,7 @@ class Emulator:
                 "latency_ms": config.latency_ms,
                 "write_rate_limit_per_minute": config.write_rate_limit_per_minute,
                 "read_rate_limit_per_minute": config.read_rate_limit_per_minute,
+                "rate_limit_window_seconds": config.rate_limit_window_seconds,
                 "processing_seconds": config.processing_seconds,
                 "match_rate": config.match_rate,
                 "rotate_refresh_tokens": config.rotate_refresh_tokens,

@@ -10,7 +10,10 @@ What is checked, per operation:
 * path parameters (after URL-decoding) against their schemas;
 * query parameters, coerced from strings to the declared type first
   (``page_size=abc`` fails coercion, ``page_size=0`` fails ``minimum``);
-  undeclared query parameters and repeated scalar parameters are rejected;
+  repeated scalar parameters are rejected; undeclared query parameters are
+  ignored, as Pinterest's API ignores them (5.28 adds ``exclude_nca`` to the
+  list endpoint, which an older description does not declare), and reported
+  so a client's typo still shows (``ignored_query_parameters`` in the log);
 * declared header parameters (none in the current subset);
 * the request ``Content-Type`` against the media types of ``requestBody``
   (parameters such as ``; charset=utf-8`` are ignored) and the body against
@@ -170,11 +173,10 @@ class Operation:
         query: Mapping[str, list[str]],
         headers: Mapping[str, str],
     ) -> dict[str, Any]:
-        """Validate all parameters; return name -> typed value (defaults applied)."""
-        declared_query = {p.name for p in self.parameters if p.location == "query"}
-        unknown = sorted(set(query) - declared_query)
-        if unknown:
-            raise RequestInvalid(f"Unknown query parameter '{_shorten(unknown[0])}'")
+        """Validate all declared parameters; return name -> typed value (defaults applied).
+
+        Undeclared query parameters are left out (see :meth:`undeclared_query`).
+        """
         values: dict[str, Any] = {}
         for param in self.parameters:
             raw: str | None
@@ -197,6 +199,11 @@ class Operation:
                 continue
             values[param.name] = param.parse(raw)
         return values
+
+    def undeclared_query(self, query: Mapping[str, list[str]]) -> list[str]:
+        """The query parameters the description does not declare (ignored, not refused)."""
+        declared = {p.name for p in self.parameters if p.location == "query"}
+        return sorted(_shorten(name) for name in set(query) - declared)
 
     def parse_body(self, content_type: str | None, raw: bytes) -> Any:
         """Check the media type, decode and validate the body; ``None`` if absent."""
