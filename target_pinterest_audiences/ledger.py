@@ -1,7 +1,7 @@
 """The membership ledger: what the target has sent to each customer list, as hashes only.
 
-Pinterest offers no way to read a list's members back, so mirror mode keeps its own record
-of them to compute removals. Rows are written around every request:
+Pinterest offers no way to read a list's members back, so the ledger modes (mirror, upsert)
+keep their own record of them to compute removals. Rows are written around every request:
 
 - before a request is sent, its hashes are marked *uncertain* (the request may or may not
   be applied if the process dies now);
@@ -18,6 +18,11 @@ are keyed by audience (the list name) with the list id alongside: when the list 
 changes (someone deleted the list in Ads Manager), its rows no longer describe anything
 and are dropped.
 
+This module owns the database: the connection, the table definitions of every ledger
+table (mirror's members here, upsert's rows and live members in :mod:`row_ledger`), and
+the schema version. A ledger written by an older release is migrated when it is opened; one
+written by a newer release is refused rather than misread.
+
 Two backends share the SQL: SQLite (a local file, the default) and PostgreSQL (for
 machines that do not outlive the run: containers, CI runners).
 """
@@ -27,8 +32,15 @@ from __future__ import annotations
 import sqlite3
 import threading
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any, Protocol
+
+from target_pinterest_audiences.errors import TargetError
+
+SCHEMA_VERSION = 2
+"""1: mirror mode's members (the first release, which wrote no version). 2: adds upsert
+mode's row states and live-member counts."""
 
 _UPSERT_UNCERTAIN = (
     "INSERT INTO ledger_members (list_key, hash, confirmed) VALUES (?, ?, 0) "
@@ -44,38 +56,171 @@ _DELETE = "DELETE FROM ledger_members WHERE list_key = ? AND hash = ?"
 # memory flat for 10M-member audiences.
 CHUNK_ROWS = 10_000
 
+# Every table, once, for both dialects. {key} is an auto-numbered primary key, {blob} a byte
+# string, {no_rowid} SQLite's clustered-table clause (the primary key is the table).
+_TABLES = {
+    "ledger_meta": "name TEXT PRIMARY KEY, value TEXT NOT NULL",
+    "ledger_lists": (
+        "list_key {key}, ad_account_id TEXT NOT NULL, audience TEXT NOT NULL, list_id TEXT,"
+        " live_rows BIGINT NOT NULL DEFAULT 0, live_members BIGINT NOT NULL DEFAULT 0,"
+        " UNIQUE (ad_account_id, audience)"
+    ),
+    "ledger_streams": (
+        "ad_account_id TEXT NOT NULL, stream TEXT NOT NULL, audience TEXT NOT NULL,"
+        " PRIMARY KEY (ad_account_id, stream, audience)"
+    ),
+    # Mirror mode: what Pinterest holds. confirmed: 1 acknowledged, 0 uncertain.
+    "ledger_members": (
+        "list_key BIGINT NOT NULL, hash {blob} NOT NULL, confirmed SMALLINT NOT NULL,"
+        " PRIMARY KEY (list_key, hash)"
+    ),
+    # Upsert mode: each keyed row's (list, hash) pairs, keyed by a SHA-256 of the ad
+    # account, stream and key values (keys are often emails: never stored raw).
+    "ledger_rows": "row_id {blob} PRIMARY KEY, pairs {blob} NOT NULL",
+    # Upsert mode: per (list, hash), how many live rows hold it and what Pinterest has
+    # (sent: 0 absent, 1 uncertain, 2 acknowledged present).
+    "ledger_live_members": (
+        "list_key BIGINT NOT NULL, hash {blob} NOT NULL, live_rows BIGINT NOT NULL,"
+        " sent SMALLINT NOT NULL, PRIMARY KEY (list_key, hash)"
+    ),
+}
+_CLUSTERED = frozenset({"ledger_members", "ledger_rows", "ledger_live_members"})
+
+PENDING = "(sent = 1 OR (live_rows > 0) <> (sent = 2))"
+"""An upsert pair whose presence on Pinterest may differ from what its live rows say."""
+
+_INDEXES = {
+    # Finds the pairs a crashed run left unsettled without scanning 10M rows.
+    "ledger_live_pending": f"ledger_live_members (list_key, hash) WHERE {PENDING}",
+}
+
+# Columns added to existing tables by each migration (the tables it adds are created from
+# _TABLES, which always describes the newest version).
+_ADDED_COLUMNS: dict[int, tuple[tuple[str, str, str], ...]] = {
+    2: (
+        ("ledger_lists", "live_rows", "BIGINT NOT NULL DEFAULT 0"),
+        ("ledger_lists", "live_members", "BIGINT NOT NULL DEFAULT 0"),
+    ),
+}
+
 
 class _Connection(Protocol):
     def cursor(self) -> Any: ...
     def commit(self) -> None: ...
+    def rollback(self) -> None: ...
     def close(self) -> None: ...
 
 
+class LedgerVersionError(TargetError):
+    """The ledger was written by a newer release: reading it could corrupt it."""
+
+
 class Ledger:
-    """The ledger of one ad account. Thread-safe: request threads record acknowledgements."""
+    """The ledger of one ad account. Thread-safe: request threads record acknowledgements.
 
-    _SCHEMA: tuple[str, ...] = ()
+    ``dry_run``: writes are made but never committed, and rolled back on close, so a dry
+    run of upsert mode sees its own changes and leaves the ledger as it found it.
+    """
+
     _placeholder = "?"
+    _types: dict[str, str] = {}
 
-    def __init__(self, connection: _Connection, ad_account_id: str, *, description: str) -> None:
+    def __init__(
+        self,
+        connection: _Connection,
+        ad_account_id: str,
+        *,
+        description: str,
+        dry_run: bool = False,
+    ) -> None:
         self._connection = connection
         self._account = ad_account_id
         self._lock = threading.RLock()
+        self._dry_run = dry_run
+        self._closed = False
         self.description = description
-        with self._lock:
-            cursor = connection.cursor()
-            for statement in self._SCHEMA:
-                cursor.execute(statement)
-            connection.commit()
         self._keys: dict[str, int] = {}
+        with self._lock:
+            self._open_schema()
 
-    def _sql(self, statement: str) -> str:
+    @property
+    def account(self) -> str:
+        """The ad account whose lists this ledger describes."""
+        return self._account
+
+    # Schema ------------------------------------------------------------------------
+
+    def _open_schema(self) -> None:
+        """Create, migrate or refuse the tables; always leaves them at SCHEMA_VERSION."""
+        if not self._table_exists("ledger_meta") and self._table_exists("ledger_lists"):
+            version = 1  # the first release wrote no version
+        elif self._table_exists("ledger_meta"):
+            row = self._execute(
+                "SELECT value FROM ledger_meta WHERE name = 'schema_version'"
+            ).fetchone()
+            version = int(row[0]) if row is not None else 1
+        else:
+            version = SCHEMA_VERSION  # a new ledger: created at the newest version
+        if version > SCHEMA_VERSION:
+            msg = (
+                f"The {self.description} was written by a newer release of "
+                f"target-pinterest-audiences (ledger schema version {version}; this release "
+                f"reads up to {SCHEMA_VERSION}). Upgrade the target; do not point an older "
+                "release at it."
+            )
+            raise LedgerVersionError(msg)
+        for table, columns in _TABLES.items():
+            ddl = columns.format(**self._types)
+            clustered = " WITHOUT ROWID" if table in _CLUSTERED and self._placeholder == "?" else ""
+            self._execute(f"CREATE TABLE IF NOT EXISTS {table} ({ddl}){clustered}")
+        for migration in range(version + 1, SCHEMA_VERSION + 1):
+            for table, column, ddl in _ADDED_COLUMNS.get(migration, ()):
+                if column not in self._columns(table):
+                    self._execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+        for name, definition in _INDEXES.items():
+            self._execute(f"CREATE INDEX IF NOT EXISTS {name} ON {definition}")
+        self._execute(
+            "INSERT INTO ledger_meta (name, value) VALUES ('schema_version', ?) "
+            "ON CONFLICT (name) DO UPDATE SET value = excluded.value",
+            (str(SCHEMA_VERSION),),
+        )
+        self._connection.commit()  # even in a dry run: the schema is not the run's data
+        self.migrated_from = version if version < SCHEMA_VERSION else None
+        """The version this ledger was migrated from when it was opened, if it was."""
+
+    def _table_exists(self, table: str) -> bool:
+        raise NotImplementedError
+
+    def _columns(self, table: str) -> set[str]:
+        raise NotImplementedError
+
+    # Statements --------------------------------------------------------------------
+
+    def sql(self, statement: str) -> str:
+        """``statement`` with this backend's parameter placeholders."""
         return statement.replace("?", self._placeholder)
 
     def _execute(self, statement: str, params: Sequence[Any] = ()) -> Any:
         cursor = self._connection.cursor()
-        cursor.execute(self._sql(statement), params)
+        cursor.execute(self.sql(statement), params)
         return cursor
+
+    def _commit(self) -> None:
+        if not self._dry_run:
+            self._connection.commit()
+
+    @contextmanager
+    def transaction(self) -> Iterator[Any]:
+        """A cursor whose statements commit together (or not at all), under the lock."""
+        with self._lock:
+            cursor = self._connection.cursor()
+            try:
+                yield cursor
+            except BaseException:
+                if not self._dry_run:
+                    self._connection.rollback()
+                raise
+            self._commit()
 
     # Lists --------------------------------------------------------------------------
 
@@ -107,7 +252,7 @@ class Ledger:
                 "SELECT list_key FROM ledger_lists WHERE ad_account_id = ? AND audience = ?",
                 (self._account, audience),
             ).fetchone()
-            self._connection.commit()
+            self._commit()
             self._keys[audience] = int(row[0])
             return self._keys[audience]
 
@@ -128,7 +273,14 @@ class Ledger:
             if current is not None and current != list_id:
                 self._execute("DELETE FROM ledger_members WHERE list_key = ?", (key,))
             self._execute("UPDATE ledger_lists SET list_id = ? WHERE list_key = ?", (list_id, key))
-            self._connection.commit()
+            self._commit()
+
+    def record_list_id(self, audience: str, list_id: str) -> None:
+        """A list was created (or found) for ``audience``: the ledger's rows describe it."""
+        key = self.audience_key(audience)
+        with self._lock:
+            self._execute("UPDATE ledger_lists SET list_id = ? WHERE list_key = ?", (list_id, key))
+            self._commit()
 
     def forget(self, audience: str) -> None:
         """The audience has no list on Pinterest: drop its rows and its list id."""
@@ -136,7 +288,7 @@ class Ledger:
         with self._lock:
             self._execute("DELETE FROM ledger_members WHERE list_key = ?", (key,))
             self._execute("UPDATE ledger_lists SET list_id = NULL WHERE list_key = ?", (key,))
-            self._connection.commit()
+            self._commit()
 
     def stream_audiences(self, stream: str) -> set[str]:
         """Audiences a stream has fed in earlier mirror runs (what it covers)."""
@@ -152,13 +304,13 @@ class Ledger:
         with self._lock:
             cursor = self._connection.cursor()
             cursor.executemany(
-                self._sql(
+                self.sql(
                     "INSERT INTO ledger_streams (ad_account_id, stream, audience) VALUES (?, ?, ?) "
                     "ON CONFLICT (ad_account_id, stream, audience) DO NOTHING"
                 ),
                 [(self._account, stream, audience) for audience in audiences],
             )
-            self._connection.commit()
+            self._commit()
 
     # Members ------------------------------------------------------------------------
 
@@ -204,10 +356,7 @@ class Ledger:
             if self.list_id(audience) != list_id:
                 # A list created this run: its uncertain rows (marked before the create
                 # request) belong to it, so the id is set without voiding them.
-                self._execute(
-                    "UPDATE ledger_lists SET list_id = ? WHERE list_key = ?",
-                    (list_id, self.audience_key(audience)),
-                )
+                self.record_list_id(audience, list_id)
             self._write_rows(audience, _UPSERT_CONFIRMED, hashes)
 
     def confirm_removed(self, audience: str, hashes: Sequence[str]) -> None:
@@ -219,60 +368,55 @@ class Ledger:
         with self._lock:
             cursor = self._connection.cursor()
             cursor.executemany(
-                self._sql(statement), [(key, bytes.fromhex(value)) for value in hashes]
+                self.sql(statement), [(key, bytes.fromhex(value)) for value in hashes]
             )
-            self._connection.commit()
+            self._commit()
 
     def close(self) -> None:
-        """Close the connection."""
+        """Close the connection (a dry run's uncommitted writes are rolled back); idempotent:
+        mirror and upsert mode share one ledger and each closes it."""
         with self._lock:
+            if self._closed:
+                return
+            self._closed = True
+            if self._dry_run:
+                self._connection.rollback()
             self._connection.close()
 
 
 class SQLiteLedger(Ledger):
     """The ledger in a local SQLite file (the default)."""
 
-    _SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS ledger_lists ("
-        " list_key INTEGER PRIMARY KEY AUTOINCREMENT,"
-        " ad_account_id TEXT NOT NULL, audience TEXT NOT NULL,"
-        " list_id TEXT, UNIQUE (ad_account_id, audience))",
-        "CREATE TABLE IF NOT EXISTS ledger_streams ("
-        " ad_account_id TEXT NOT NULL, stream TEXT NOT NULL, audience TEXT NOT NULL,"
-        " PRIMARY KEY (ad_account_id, stream, audience))",
-        "CREATE TABLE IF NOT EXISTS ledger_members ("
-        " list_key INTEGER NOT NULL, hash BLOB NOT NULL, confirmed INTEGER NOT NULL,"
-        " PRIMARY KEY (list_key, hash)) WITHOUT ROWID",
-    )
+    _types = {"key": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"}
 
-    def __init__(self, path: Path, ad_account_id: str) -> None:
+    def __init__(self, path: Path, ad_account_id: str, *, dry_run: bool = False) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
         connection = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
         # WAL: readers (the diff) and the writer (acknowledgements) do not block each other;
         # synchronous=NORMAL is durable at every checkpoint, which is what a crash test needs.
         connection.execute("PRAGMA journal_mode=WAL")
         connection.execute("PRAGMA synchronous=NORMAL")
-        super().__init__(connection, ad_account_id, description=f"SQLite ledger {path}")
+        super().__init__(
+            connection, ad_account_id, description=f"SQLite ledger {path}", dry_run=dry_run
+        )
+
+    def _table_exists(self, table: str) -> bool:
+        row = self._execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = ?", (table,)
+        ).fetchone()
+        return row is not None
+
+    def _columns(self, table: str) -> set[str]:
+        return {str(row[1]) for row in self._execute(f"PRAGMA table_info({table})").fetchall()}
 
 
 class PostgresLedger(Ledger):
     """The ledger in PostgreSQL, for runs on machines that do not keep local files."""
 
     _placeholder = "%s"
-    _SCHEMA = (
-        "CREATE TABLE IF NOT EXISTS ledger_lists ("
-        " list_key BIGSERIAL PRIMARY KEY,"
-        " ad_account_id TEXT NOT NULL, audience TEXT NOT NULL,"
-        " list_id TEXT, UNIQUE (ad_account_id, audience))",
-        "CREATE TABLE IF NOT EXISTS ledger_streams ("
-        " ad_account_id TEXT NOT NULL, stream TEXT NOT NULL, audience TEXT NOT NULL,"
-        " PRIMARY KEY (ad_account_id, stream, audience))",
-        "CREATE TABLE IF NOT EXISTS ledger_members ("
-        " list_key BIGINT NOT NULL, hash BYTEA NOT NULL, confirmed SMALLINT NOT NULL,"
-        " PRIMARY KEY (list_key, hash))",
-    )
+    _types = {"key": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"}
 
-    def __init__(self, url: str, ad_account_id: str) -> None:
+    def __init__(self, url: str, ad_account_id: str, *, dry_run: bool = False) -> None:
         import psycopg
 
         connection = psycopg.connect(url)
@@ -281,11 +425,26 @@ class PostgresLedger(Ledger):
             connection,
             ad_account_id,
             description=f"PostgreSQL ledger on {host}/{connection.info.dbname}",
+            dry_run=dry_run,
         )
 
+    def _table_exists(self, table: str) -> bool:
+        row = self._execute("SELECT to_regclass(?)", (table,)).fetchone()
+        return row is not None and row[0] is not None
 
-def open_ledger(*, path: Path, url: str | None, ad_account_id: str) -> Ledger:
+    def _columns(self, table: str) -> set[str]:
+        rows = self._execute(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = ? "
+            "AND table_schema = current_schema()",
+            (table,),
+        ).fetchall()
+        return {str(row[0]) for row in rows}
+
+
+def open_ledger(
+    *, path: Path, url: str | None, ad_account_id: str, dry_run: bool = False
+) -> Ledger:
     """The configured ledger: PostgreSQL when ``url`` is set, else the SQLite file."""
     if url:
-        return PostgresLedger(url, ad_account_id)
-    return SQLiteLedger(path, ad_account_id)
+        return PostgresLedger(url, ad_account_id, dry_run=dry_run)
+    return SQLiteLedger(path, ad_account_id, dry_run=dry_run)
