@@ -13,7 +13,7 @@ import importlib.util
 import ipaddress
 import json
 import re
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -30,6 +30,8 @@ DEFAULT_API_URL = "https://api.pinterest.com/v5"
 DEFAULT_RECORDS_PER_REQUEST = 1900
 MAX_RECORDS_PER_REQUEST = 100_000
 DEFAULT_LEDGER_PATH = ".target-pinterest-audiences/ledger.sqlite3"
+SYNC_MODES = ("changes", "mirror", "upsert")
+LEDGER_MODES = frozenset({"mirror", "upsert"})
 
 CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     th.Property(
@@ -171,28 +173,41 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
     ),
     th.Property(
         "sync_mode",
-        th.StringType(allowed_values=["changes", "mirror"]),
+        th.StringType(allowed_values=list(SYNC_MODES)),
         default="changes",
         title="Sync mode",
         description="changes: each record says add or remove. mirror: each run's records are "
         "the complete membership of the audiences they cover; the target removes whoever it "
-        "sent before and is absent now, adds whoever is new, and sends nothing for the rest.",
+        "sent before and is absent now, adds whoever is new, and sends nothing for the rest. "
+        "upsert: each stream is a table with key_properties (CDC and incremental taps); a "
+        "record replaces its key's row, _sdc_deleted_at deletes it, and an identifier stays "
+        "in a list while any live row puts it there.",
+    ),
+    th.Property(
+        "stream_sync_modes",
+        th.ObjectType(additional_properties=th.StringType(allowed_values=list(SYNC_MODES))),
+        title="Sync mode per stream",
+        description='Overrides sync_mode for some streams, e.g. {"public-users": '
+        '"upsert", "public-events": "changes"}. A stream is named as the tap sends '
+        "it, or as stream_maps rename it. One audience is fed by streams of one mode.",
     ),
     th.Property(
         "ledger_path",
         th.StringType(min_length=1),
         default=DEFAULT_LEDGER_PATH,
         title="Ledger path",
-        description="Mirror mode: SQLite file recording the hashed members sent to each list "
-        "(relative to the working directory).",
+        description="Mirror and upsert modes: SQLite file recording the hashed members sent "
+        "to each list and, for upsert, each row's hashed identifiers (relative to the working "
+        "directory).",
     ),
     th.Property(
         "ledger_url",
         th.StringType(min_length=1),
         secret=True,
         title="Ledger URL",
-        description="Mirror mode: a postgresql:// URL to keep the ledger in PostgreSQL instead "
-        "of a local file (for containers and CI runners). Needs the 'postgres' extra.",
+        description="Mirror and upsert modes: a postgresql:// URL to keep the ledger in "
+        "PostgreSQL instead of a local file (for containers and CI runners). Needs the "
+        "'postgres' extra.",
     ),
     th.Property(
         "max_removal_fraction",
@@ -262,6 +277,7 @@ class Settings:
     reject_file: Path | None
     report_path: Path | None
     sync_mode: str = "changes"
+    stream_sync_modes: dict[str, str] = field(default_factory=dict)
     ledger_path: Path = Path(DEFAULT_LEDGER_PATH)
     ledger_url: str | None = None
     max_removal_fraction: float = 0.5
@@ -304,6 +320,10 @@ class Settings:
             reject_file=path("reject_file"),
             report_path=path("report_path"),
             sync_mode=str(get("sync_mode")),
+            stream_sync_modes={
+                str(stream): str(mode)
+                for stream, mode in (config.get("stream_sync_modes") or {}).items()
+            },
             ledger_path=Path(str(get("ledger_path"))),
             ledger_url=config.get("ledger_url"),
             max_removal_fraction=float(get("max_removal_fraction")),
@@ -312,10 +332,19 @@ class Settings:
             warnings=ceilings.warnings,
         )
 
+    def mode_for(self, stream: str, source_stream: str | None = None) -> str:
+        """The sync mode of a stream (named after stream maps, or as the tap sent it)."""
+        overrides = self.stream_sync_modes
+        if stream in overrides:
+            return overrides[stream]
+        if source_stream is not None and source_stream in overrides:
+            return overrides[source_stream]
+        return self.sync_mode
+
     @property
-    def mirror(self) -> bool:
-        """Whether runs are complete snapshots (see ``mirror``)."""
-        return self.sync_mode == "mirror"
+    def modes(self) -> frozenset[str]:
+        """Every sync mode some stream may use in this run."""
+        return frozenset({self.sync_mode, *self.stream_sync_modes.values()})
 
     @property
     def has_refresh_credentials(self) -> bool:

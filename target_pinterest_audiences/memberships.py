@@ -39,6 +39,8 @@ AUDIENCE_KEY_NOT_A_STRING = "audience_key_not_a_string"
 AUDIENCE_KEY_EMPTY = "audience_key_empty"
 AUDIENCE_KEY_TOO_LONG = "audience_key_too_long"
 AUDIENCE_KEY_CONTROL_CHARACTERS = "audience_key_control_characters"
+DELETED_WITHOUT_IDENTIFIER = "deleted_without_identifier"
+"""Changes mode: a delete (``_sdc_deleted_at`` set) naming no identifier: nothing to remove."""
 
 
 class Membership:

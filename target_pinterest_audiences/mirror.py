@@ -209,6 +209,12 @@ class MirrorSync:
         else:
             self.ledger.confirm_removed(audience, hashes)
 
+    def coverage(self) -> Iterator[tuple[str, str]]:
+        """(stream, audience) for every audience this run covers (see covered_audiences)."""
+        for stream, named in self.snapshot.streams.items():
+            for audience in sorted(named | self.ledger.stream_audiences(stream)):
+                yield stream, audience
+
     def covered_audiences(self) -> list[str]:
         """Audiences named this run, plus those the run's streams fed before."""
         covered: set[str] = set()

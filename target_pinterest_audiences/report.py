@@ -15,6 +15,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from target_pinterest_audiences.memberships import DELETED_WITHOUT_IDENTIFIER
+
 logger = logging.getLogger(__name__)
 
 
@@ -52,6 +54,8 @@ class AudienceReport:
         if self.pinterest_audience_size is None or not self.ledger_members:
             return None
         return self.pinterest_audience_size / self.ledger_members
+    upsert: dict[str, int] | None = None
+    """Upsert mode: live_rows and members after the run, rows_deleted during it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the report file."""
@@ -77,6 +81,8 @@ class AudienceReport:
         data["pinterest_audience_status"] = self.pinterest_audience_status
         data["match_rate"] = self.match_rate
         data["members"] = self.ledger_members
+        if self.upsert is not None:
+            data["upsert"] = dict(self.upsert)
         return data
 
 
@@ -87,6 +93,8 @@ class StreamReport:
     name: str
     records: int = 0
     used: int = 0
+    deletes: int = 0
+    """Records that deleted their row (``_sdc_deleted_at`` set)."""
     skipped: Counter[str] = field(default_factory=Counter)
     identifiers_rejected: Counter[str] = field(default_factory=Counter)
 
@@ -96,6 +104,7 @@ class StreamReport:
             "stream": self.name,
             "records": self.records,
             "used": self.used,
+            "deletes": self.deletes,
             "skipped": dict(sorted(self.skipped.items())),
             "identifiers_rejected": dict(sorted(self.identifiers_rejected.items())),
         }
@@ -130,6 +139,8 @@ class RunReport:
         lines = []
         for stream in self.streams.values():
             line = f"Stream '{stream.name}': {stream.records} records read, {stream.used} used"
+            if stream.deletes:
+                line += f" ({stream.deletes} deletes)"
             if stream.skipped:
                 line += f", skipped {_counts(stream.skipped)}"
             if stream.identifiers_rejected:
@@ -163,12 +174,33 @@ class RunReport:
                     f"; mirror: {m['before']} members before, {m['added']} added, "
                     f"{m['removed']} removed, {m['unchanged']} unchanged, {m['after']} after"
                 )
+            if audience.upsert:
+                u = audience.upsert
+                line += (
+                    f"; upsert: {u['live_rows']} live rows ({u['rows_deleted']} deleted this "
+                    f"run), {u['members']} members"
+                )
             if audience.pinterest_audience_status or audience.pinterest_audience_size is not None:
                 line += f"; {match_words(audience)}"
             lines.append(line)
+        lines.extend(self._advice())
         if not lines:
             lines.append("No records were read.")
         return lines
+
+    def _advice(self) -> list[str]:
+        """What the counts above suggest doing."""
+        keyless = sum(
+            stream.skipped[DELETED_WITHOUT_IDENTIFIER] for stream in self.streams.values()
+        )
+        if not keyless:
+            return []
+        return [
+            f"{keyless} deletes carried no identifier (a log-based tap sends only the row's "
+            "key): in changes mode they cannot be applied. sync_mode: upsert (or "
+            "stream_sync_modes) keeps each row's identifiers by key and removes them when "
+            "the row is deleted."
+        ]
 
     def log_summary(self) -> None:
         """Log the summary to stderr (stdout belongs to Singer)."""

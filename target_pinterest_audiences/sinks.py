@@ -1,31 +1,69 @@
-"""The Sink: one per input stream; turns each record into changes for the uploader.
+"""The Sinks: one per input stream; each turns records into work for its sync mode.
 
-Records are not buffered here. Each record is read through the contract (``memberships``)
-and its changes go straight to the target's shared :class:`Uploader`, which merges them per
-audience (two streams may feed one audience) and sends full requests as soon as they fill.
+Records are not buffered here. Each record is read through the record contract and goes
+straight on: in changes mode to the shared :class:`Uploader`, which merges changes per
+audience (two streams may feed one audience) and sends full requests as soon as they fill;
+in mirror mode into this run's snapshot; in upsert mode into the row ledger's next batch.
 The SDK's own batch (``process_batch``) therefore has nothing to do; acknowledgement and
-STATE are handled by the target, which flushes the uploader before emitting state.
+STATE are handled by the target, which flushes everything before emitting state.
+
+One class per mode, chosen per stream by the target (``sync_mode``, ``stream_sync_modes``);
+what they share (counting, rejects, audience claims) lives in :class:`AudienceSink`.
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
 from singer_sdk.sinks import Sink
 
-from target_pinterest_audiences.memberships import Membership, read_membership
-from target_pinterest_audiences.rejects import RejectFile
+from target_pinterest_audiences.memberships import (
+    DELETED_WITHOUT_IDENTIFIER,
+    NO_VALID_IDENTIFIER,
+    Membership,
+    read_membership,
+)
+from target_pinterest_audiences.rows import Row, RowReader, is_deleted
+from target_pinterest_audiences.sync_modes import CHANGES, MIRROR, UPSERT, AudienceModes
 
 if TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
     from target_pinterest_audiences.mirror import MirrorSync
+    from target_pinterest_audiences.rejects import RejectFile
     from target_pinterest_audiences.report import RunReport, StreamReport
     from target_pinterest_audiences.uploader import Uploader
+    from target_pinterest_audiences.upsert import UpsertSync
+
+
+@dataclass(frozen=True)
+class SinkContext:
+    """What every sink needs from the target, typed, built once per run."""
+
+    ad_account_id: str
+    uploader: Uploader
+    report: RunReport
+    rejects: RejectFile
+    modes: AudienceModes
+    mirror: MirrorSync | None
+    upsert: UpsertSync | None
+
+
+class _HasSinkContext(Protocol):
+    sink_context: SinkContext
 
 
 class AudienceSink(Sink):
-    """Reads membership records of one stream."""
+    """Reads the membership records of one stream; subclasses send them per mode."""
+
+    mode: ClassVar[str]
+
+    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
+        self.context = cast("_HasSinkContext", target).sink_context
+        self._uncounted = 0
+        self._claimed: set[str] = set()
+        super().__init__(target, *args, **kwargs)
 
     def get_validator(self) -> BaseJSONSchemaValidator | None:
         """No generic JSON-schema validation per record.
@@ -37,62 +75,60 @@ class AudienceSink(Sink):
         """
         return None
 
-    def setup(self) -> None:
-        """Bind to the target's shared uploader, report and reject file."""
-        super().setup()
-        target: Any = self._target_ref
-        self.uploader: Uploader = target.uploader
-        self.run_report: RunReport = target.run_report
-        self.rejects: RejectFile = target.rejects
-        self.mirror: MirrorSync | None = target.mirror
+    @property
+    def include_sdc_metadata_properties(self) -> bool:
+        """Tell the SDK not to warn about ``_sdc_*`` columns on each ACTIVATE_VERSION.
 
-    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
-        self._target_ref = target
-        self._uncounted = 0
-        super().__init__(target, *args, **kwargs)
+        The target never adds metadata columns to records (it keeps no table); this only
+        declares that ``_sdc_deleted_at`` is understood, which it is.
+        """
+        return True
+
+    def activate_version(self, new_version: int) -> None:
+        """ACTIVATE_VERSION needs no action in any mode (see the README's sync modes)."""
 
     def accept(
         self, record: dict[str, Any], stream_report: StreamReport, record_number: int
     ) -> None:
-        """Read one record (numbered from 1 in its input stream) into audience changes."""
-        self._uncounted += 1
-        membership = read_membership(self.stream_name, record)
-        hashes = membership.hashes
-        if membership.rejected or membership.skip_reason is not None:
-            self._count_problems(membership, stream_report, record_number)
-        else:
-            stream_report.used += 1
-        if not hashes:
-            return
-        if self.mirror is not None:
-            for audience, member in membership.changes:
-                self.mirror.record(self.stream_name, audience, hashes, member)
-        else:
-            change = self.uploader.change
-            for audience, member in membership.changes:
-                change(audience, hashes, member)
+        """Read one record (numbered from 1 in its input stream) and pass it on."""
+        raise NotImplementedError
 
-    def _count_problems(
-        self, membership: Membership, stream_report: StreamReport, record_number: int
+    def claim(self, audiences: Any) -> None:
+        """Claim ``audiences`` for this stream's mode (cheap after the first time)."""
+        claimed = self._claimed
+        for audience in audiences:
+            if audience not in claimed:
+                self.context.modes.claim(audience, self.mode, self.stream_name)
+                claimed.add(audience)
+
+    def count_problems(
+        self,
+        stream_report: StreamReport,
+        record_number: int,
+        *,
+        rejected: list[str],
+        skip_reason: str | None,
+        audiences: Any,
+        fields: dict[str, Any],
     ) -> None:
         """Count what was not used, per stream and per audience, and write reject lines."""
+        rejects = self.context.rejects
         source_stream = stream_report.name
-        for reason in membership.rejected:
+        for reason in rejected:
             stream_report.identifiers_rejected[reason] += 1
-            self.rejects.write(source_stream, record_number, reason, membership.fields)
-        if membership.skip_reason is not None:
-            stream_report.skipped[membership.skip_reason] += 1
-            self.rejects.write(
-                source_stream, record_number, membership.skip_reason, membership.fields
-            )
+            rejects.write(source_stream, record_number, reason, fields)
+        if skip_reason is not None:
+            stream_report.skipped[skip_reason] += 1
+            rejects.write(source_stream, record_number, skip_reason, fields)
         else:
             stream_report.used += 1
-        for audience, _ in membership.changes:
-            report = self.run_report.audience(audience)
-            for reason in membership.rejected:
+        run_report = self.context.report
+        for audience in audiences:
+            report = run_report.audience(audience)
+            for reason in rejected:
                 report.identifiers_rejected[reason] += 1
-            if membership.skip_reason is not None:
-                report.skipped[membership.skip_reason] += 1
+            if skip_reason is not None:
+                report.skipped[skip_reason] += 1
 
     def count_records(self) -> None:
         """Report records read to the SDK's record-count metric (batched: it reads the clock)."""
@@ -107,9 +143,120 @@ class AudienceSink(Sink):
 
     def process_record(self, record: dict[str, Any], context: dict[str, Any]) -> None:
         """SDK entry point (used by its batch-file path); the target calls :meth:`accept`."""
-        report = self.run_report.stream(self.stream_name)
+        report = self.context.report.stream(self.stream_name)
         report.records += 1
         self.accept(record, report, report.records)
 
     def process_batch(self, context: dict[str, Any]) -> None:
         """Nothing is buffered in the sink; see the module docstring."""
+
+
+class _MembershipSink(AudienceSink):
+    """Changes and mirror modes: each record is a membership (add or remove)."""
+
+    def read(self, record: dict[str, Any], stream_report: StreamReport, number: int) -> Membership:
+        """Apply the contract; a delete turns every change into a removal."""
+        self._uncounted += 1
+        membership = read_membership(self.stream_name, record)
+        if is_deleted(record):
+            stream_report.deletes += 1
+            if membership.skip_reason == NO_VALID_IDENTIFIER:
+                membership.skip_reason = DELETED_WITHOUT_IDENTIFIER
+            membership.changes = [(audience, False) for audience, _ in membership.changes]
+        if membership.rejected or membership.skip_reason is not None:
+            # A delete naming no identifier cannot say which audiences the row was in.
+            keyless = membership.skip_reason == DELETED_WITHOUT_IDENTIFIER
+            self.count_problems(
+                stream_report,
+                number,
+                rejected=membership.rejected,
+                skip_reason=membership.skip_reason,
+                audiences=[] if keyless else [audience for audience, _ in membership.changes],
+                fields=membership.fields,
+            )
+        else:
+            stream_report.used += 1
+        if membership.hashes:
+            self.claim(audience for audience, _ in membership.changes)
+        return membership
+
+
+class ChangesSink(_MembershipSink):
+    """Changes mode: each record says add or remove; the uploader sends exactly that."""
+
+    mode = CHANGES
+
+    def accept(
+        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
+    ) -> None:
+        """Hand the record's changes to the uploader."""
+        membership = self.read(record, stream_report, record_number)
+        hashes = membership.hashes
+        if hashes:
+            change = self.context.uploader.change
+            for audience, member in membership.changes:
+                change(audience, hashes, member)
+
+
+class MirrorSink(_MembershipSink):
+    """Mirror mode: the run's records are the complete membership; gather the snapshot."""
+
+    mode = MIRROR
+
+    def accept(
+        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
+    ) -> None:
+        """Note the record's memberships in this run's snapshot."""
+        membership = self.read(record, stream_report, record_number)
+        mirror = self.context.mirror
+        assert mirror is not None
+        if membership.hashes:
+            for audience, member in membership.changes:
+                mirror.record(self.stream_name, audience, membership.hashes, member)
+
+
+class UpsertSink(AudienceSink):
+    """Upsert mode: each record is its key's whole row; the row ledger works out changes."""
+
+    mode = UPSERT
+
+    def setup(self) -> None:
+        """Read the stream's form (explicit, Engage, plain) from its schema, once."""
+        super().setup()
+        self.rows = RowReader(
+            self.context.ad_account_id, self.stream_name, self.key_properties, self.schema
+        )
+
+    def accept(
+        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
+    ) -> None:
+        """Put the row's new state into the next ledger batch."""
+        self._uncounted += 1
+        row: Row = self.rows.read(record)
+        if row.deleted:
+            stream_report.deletes += 1
+        if row.rejected or not row.applies:
+            self.count_problems(
+                stream_report,
+                record_number,
+                rejected=row.rejected,
+                skip_reason=None if row.applies else row.skip_reason,
+                audiences=row.audiences,
+                fields=row.fields,
+            )
+        else:
+            stream_report.used += 1
+        if not row.applies:
+            return
+        assert row.row_id is not None
+        upsert = self.context.upsert
+        assert upsert is not None
+        self.claim(row.audiences)
+        upsert.record(row.row_id, row.audiences, row.hashes, deleted=row.deleted)
+
+
+SINK_CLASSES: dict[str, type[AudienceSink]] = {
+    CHANGES: ChangesSink,
+    MIRROR: MirrorSink,
+    UPSERT: UpsertSink,
+}

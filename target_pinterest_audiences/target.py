@@ -36,13 +36,14 @@ from target_pinterest_audiences import redaction
 from target_pinterest_audiences.client import ClientSettings, Pacer, PinterestClient, RetryPolicy
 from target_pinterest_audiences.config import (
     CONFIG_SCHEMA,
+    LEDGER_MODES,
     Settings,
     cross_field_problems,
     schema_problems,
 )
 from target_pinterest_audiences.customer_lists import CustomerLists
 from target_pinterest_audiences.errors import InputError, TargetError, TerminationRequestedError
-from target_pinterest_audiences.ledger import open_ledger
+from target_pinterest_audiences.ledger import SCHEMA_VERSION, open_ledger
 from target_pinterest_audiences.mirror import MirrorSync
 from target_pinterest_audiences.preflight import check_connection, config_problems
 from target_pinterest_audiences.progress import ProgressLogger
@@ -50,9 +51,11 @@ from target_pinterest_audiences.readback import read_back
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectFile
 from target_pinterest_audiences.report import RunReport, StreamReport
-from target_pinterest_audiences.sinks import AudienceSink
+from target_pinterest_audiences.sinks import SINK_CLASSES, AudienceSink, ChangesSink, SinkContext
+from target_pinterest_audiences.sync_modes import MIRROR, UPSERT, AudienceModes
 from target_pinterest_audiences.tokens import TokenProvider, provider_for
 from target_pinterest_audiences.uploader import Uploader
+from target_pinterest_audiences.upsert import UpsertSync
 
 # How often the record path looks at the clock (for the checkpoint interval and metrics).
 _AGE_CHECK_SECONDS = 0.25
@@ -84,7 +87,7 @@ class TargetPinterestAudiences(Target):
     name = "target-pinterest-audiences"
     # A copy: the SDK appends its built-in settings to this dict in place.
     config_jsonschema = copy.deepcopy(CONFIG_SCHEMA)
-    default_sink_class = AudienceSink
+    default_sink_class = ChangesSink  # the sink of each stream: get_sink_class
     message_reader_class = NumberedSingerReader
     capabilities = [
         PluginCapabilities.ABOUT,
@@ -125,21 +128,21 @@ class TargetPinterestAudiences(Target):
         self.client: PinterestClient | None = None
         self.tokens: TokenProvider | None = None
         self.lists: CustomerLists | None = None
-        self.mirror: MirrorSync | None = None
-        if self.settings.mirror:
-            ledger = open_ledger(
-                path=self.settings.ledger_path,
-                url=self.settings.ledger_url,
-                ad_account_id=self.settings.ad_account_id,
-            )
-            self.logger.info("Mirror mode, using the %s", ledger.description)
-            self.mirror = MirrorSync(
-                ledger,
-                self.run_report,
-                max_removal_fraction=self.settings.max_removal_fraction,
-                dry_run=self.settings.dry_run,
-            )
+        self.mirror, self.upsert = self._open_ledger_modes()
+        self.modes = AudienceModes(self.mirror, self.upsert)
         self.uploader = self._build_uploader()
+        if self.upsert is not None:
+            self.upsert.attach(self.uploader, self.modes)
+        self.sink_context = SinkContext(
+            ad_account_id=self.settings.ad_account_id,
+            uploader=self.uploader,
+            report=self.run_report,
+            rejects=self.rejects,
+            modes=self.modes,
+            mirror=self.mirror,
+            upsert=self.upsert,
+        )
+        self._schema_source: str | None = None
         self.progress = ProgressLogger(self.run_report, self.settings.progress_interval_seconds)
         self.progress.start()
         self._finished = False
@@ -163,6 +166,47 @@ class TargetPinterestAudiences(Target):
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
         return errors
+
+    def _open_ledger_modes(self) -> tuple[MirrorSync | None, UpsertSync | None]:
+        """Open the ledger now if a stream may need it, so a bad ledger fails before input."""
+        settings = self.settings
+        modes = settings.modes & LEDGER_MODES
+        if not modes:
+            return None, None
+        ledger = open_ledger(
+            path=settings.ledger_path,
+            url=settings.ledger_url,
+            ad_account_id=settings.ad_account_id,
+            dry_run=settings.dry_run,
+        )
+        if ledger.migrated_from is not None:
+            self.logger.info(
+                "Migrated the %s from schema version %d to %d",
+                ledger.description,
+                ledger.migrated_from,
+                SCHEMA_VERSION,
+            )
+        self.logger.info("%s mode, using the %s", " and ".join(sorted(modes)), ledger.description)
+        mirror = upsert = None
+        if MIRROR in modes:
+            mirror = MirrorSync(
+                ledger,
+                self.run_report,
+                max_removal_fraction=settings.max_removal_fraction,
+                dry_run=settings.dry_run,
+            )
+        if UPSERT in modes:
+            upsert = UpsertSync(ledger, self.run_report, dry_run=settings.dry_run)
+        return mirror, upsert
+
+    def get_sink_class(self, stream_name: str) -> type[AudienceSink]:
+        """The sink of the stream's sync mode (``sync_mode``, ``stream_sync_modes``)."""
+        return SINK_CLASSES[self.settings.mode_for(stream_name, self._schema_source)]
+
+    @property
+    def _mirror_streams(self) -> bool:
+        """Whether a mirror-mode stream takes part in this run (its snapshot is pending)."""
+        return self.mirror is not None and bool(self.mirror.snapshot.streams)
 
     def _build_uploader(self) -> Uploader:
         settings = self.settings
@@ -188,8 +232,8 @@ class TargetPinterestAudiences(Target):
             records_per_request=settings.records_per_request,
             max_parallel_requests=settings.max_parallel_requests,
             create_audiences=settings.create_audiences,
-            on_sending=self.mirror.before_sending if self.mirror else None,
-            on_acknowledged=self.mirror.acknowledged if self.mirror else None,
+            on_sending=self.modes.before_sending if self.modes.ledgers else None,
+            on_acknowledged=self.modes.acknowledged if self.modes.ledgers else None,
         )
 
     # The record path ------------------------------------------------------------------
@@ -291,17 +335,32 @@ class TargetPinterestAudiences(Target):
             )
             raise InvalidInputLine(msg)
         self._routes.clear()  # maps and sinks may be replaced for a new schema
-        super()._process_schema_message(message_dict)
+        self._schema_source = str(stream)
+        try:
+            super()._process_schema_message(message_dict)
+        finally:
+            self._schema_source = None
         for stream_map in self.mapper.stream_maps.get(str(stream), []):
+            # A stream mapped away (stream_maps: {stream: null}) feeds nothing.
+            if isinstance(stream_map, RemoveRecordTransform):
+                continue
             alias_problem = _stream_name_problem(stream_map.stream_alias)
-            if alias_problem is not None and not isinstance(stream_map, RemoveRecordTransform):
+            if alias_problem is not None:
                 msg = f"stream '{stream}': stream_maps renames it; the new {alias_problem}"
                 raise InvalidInputLine(msg)
-        if self.mirror is not None:
-            # A stream mapped away (stream_maps: {stream: null}) covers nothing.
-            for stream_map in self.mapper.stream_maps.get(str(stream), []):
-                if not isinstance(stream_map, RemoveRecordTransform):
-                    self.mirror.observe_stream(stream_map.stream_alias)
+            sink = self._sinks_active.get(stream_map.stream_alias)
+            if not isinstance(sink, AudienceSink):
+                continue
+            if sink.mode == UPSERT and not sink.key_properties:
+                msg = (
+                    f"stream '{stream_map.stream_alias}' (input line {self._line_number}) is in "
+                    "upsert mode but its SCHEMA declares no key_properties: upsert mode "
+                    "replaces rows by key. Give the tap's stream a primary key, or use another "
+                    "sync mode for it (stream_sync_modes)"
+                )
+                raise InputError(msg)
+            if sink.mode == MIRROR and self.mirror is not None:
+                self.mirror.observe_stream(stream_map.stream_alias)
 
     # Checkpoints and the end of the run ----------------------------------------------
 
@@ -314,17 +373,25 @@ class TargetPinterestAudiences(Target):
         """
         if self.settings.dry_run:
             return
-        if self.mirror is not None and not self.mirror.applied:
+        if self._mirror_streams and not (self.mirror and self.mirror.applied):
             return
-        self.uploader.flush()
+        self._send_all()
         super()._write_state_message(state)
+
+    def _send_all(self) -> None:
+        """Merge upsert rows gathered so far, then send and await every pending change."""
+        if self.upsert is not None:
+            self.upsert.apply()
+        self.uploader.flush()
 
     def process_endofpipe(self) -> None:
         """Apply the mirror difference if any, drain, flush, read lists back, report."""
         if self.mirror is not None:
+            for stream, audience in self.mirror.coverage():
+                self.modes.claim(audience, MIRROR, stream)
             self.mirror.apply(self.uploader)
         super().process_endofpipe()
-        self.uploader.flush()
+        self._send_all()
         self._read_back_lists()
         self.finish()
 
@@ -340,6 +407,11 @@ class TargetPinterestAudiences(Target):
         self._finished = True
         self.progress.stop()
         self.uploader.close()
+        if self.upsert is not None:
+            try:
+                self.upsert.report()
+            except Exception as exc:  # the summary must still be logged
+                self.logger.warning("Could not read the upsert ledger's counts: %s", exc)
         if self.client is not None:
             self.client.close()
         if self.tokens is not None:
@@ -347,6 +419,8 @@ class TargetPinterestAudiences(Target):
         self.rejects.close()
         if self.mirror is not None:
             self.mirror.close()
+        if self.upsert is not None:
+            self.upsert.close()
         self.run_report.log_summary()
         if self.settings.report_path is not None:
             self.run_report.write_json(self.settings.report_path)
@@ -369,7 +443,8 @@ class TargetPinterestAudiences(Target):
 
     def stop_on_signal(self, signum: int) -> int:
         """Send what was read, confirm the last STATE, report; return the exit code."""
-        if self.mirror is not None:
+        mirror_run = self._mirror_streams
+        if mirror_run and self.mirror is not None:
             # Half a snapshot is not a snapshot: applying it would remove everyone not
             # read yet. The next run starts over from the full snapshot.
             self.logger.error(
@@ -377,18 +452,19 @@ class TargetPinterestAudiences(Target):
                 signum,
                 "" if not self.mirror.started else " (part of the difference was sent)",
             )
-            self.finish()
-            return 1
-        self.logger.info("Received signal %d: sending what was read, then stopping", signum)
+        else:
+            self.logger.info("Received signal %d: sending what was read, then stopping", signum)
         try:
+            # Changes and upsert rows read so far are valid on their own: deliver them (and,
+            # without a pending mirror snapshot, confirm the last STATE).
+            self._send_all()
             self.drain_all(is_endofpipe=True)
-            self.uploader.flush()
         except Exception as exc:  # report and exit non-zero whatever went wrong
             self.logger.error("Stopping after signal %d failed: %s", signum, exc)
             self.finish()
             return 1
         self.finish()
-        return 0
+        return 1 if mirror_run else 0
 
     @classmethod
     def get_singer_command(cls) -> click.Command:
@@ -482,15 +558,15 @@ class TargetPinterestAudiences(Target):
         tap sent before the bad line. A failure to send is not retried here (the sync
         already failed), and a mirror run is never applied half-read.
         """
-        if isinstance(exc, _INPUT_ERRORS) and self.mirror is None and not self.settings.dry_run:
+        if isinstance(exc, _INPUT_ERRORS) and not self.settings.dry_run:
             try:
-                self.uploader.flush()
+                self._send_all()
             except TargetError as flush_exc:
                 self.logger.error("%s", flush_exc)
             else:
-                if self._latest_state:
+                if self._latest_state and not self._mirror_streams:
                     super()._write_state_message(copy.deepcopy(self._latest_state))
-        if self.mirror is not None and not self.mirror.applied:
+        if self._mirror_streams and self.mirror is not None and not self.mirror.applied:
             self.logger.error(
                 "The mirror run did not complete%s",
                 "; part of the difference was sent"

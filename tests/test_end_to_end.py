@@ -331,3 +331,33 @@ def test_a_failed_audience_creation_is_not_counted_as_failed_identifiers(
     assert "add 1" in run.stderr
     assert "FAILED" not in run.stderr
     assert "POST /ad_accounts/549755885175/audiences failed" in run.stderr
+
+
+def test_changes_mode_applies_sdc_deleted_at_as_a_removal(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    """A soft-deleted row (REPLICA IDENTITY FULL, or a deleted_at column) leaves the list."""
+    stream = "public-members"
+    messages = [
+        schema(stream, "id", "email", "audience_key", key_properties=["id"]),
+        record(stream, id=1, email="ann@example.com", audience_key="vip"),
+        record(stream, id=2, email="bob@example.com", audience_key="vip"),
+        record(
+            stream,
+            id=1,
+            email="ann@example.com",
+            audience_key="vip",
+            _sdc_deleted_at="2026-12-01T10:00:00+00:00",
+        ),
+        record(stream, id=3, _sdc_deleted_at="2026-12-01T10:00:00+00:00"),  # key only
+        record(stream, id=4, email="cy@example.com", audience_key="vip", _sdc_deleted_at=None),
+    ]
+
+    run = run_target(tmp_path, emulator_config(emulator), messages)
+
+    assert run.returncode == 0, run.stderr
+    assert members_by_name(emulator) == {"vip": {sha("bob@example.com"), sha("cy@example.com")}}
+    assert "5 records read, 4 used (2 deletes), skipped deleted_without_identifier=1" in run.stderr
+    assert "1 deletes carried no identifier" in run.stderr
+    assert "sync_mode: upsert" in run.stderr
+    assert_contract_kept(emulator)

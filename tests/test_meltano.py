@@ -101,9 +101,13 @@ def expected_kind(prop: dict[str, Any]) -> str:
         return "options"
     types = set(prop["type"] if isinstance(prop["type"], list) else [prop["type"]]) - {"null"}
     (json_type,) = types
-    return {"string": "string", "boolean": "boolean", "integer": "integer", "number": "decimal"}[
-        json_type
-    ]
+    return {
+        "string": "string",
+        "boolean": "boolean",
+        "integer": "integer",
+        "number": "decimal",
+        "object": "object",
+    }[json_type]
 
 
 def test_meltano_yml_settings_match_the_config_schema() -> None:

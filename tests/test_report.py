@@ -176,6 +176,7 @@ def test_to_dict() -> None:
                 "stream": "users",
                 "records": 10,
                 "used": 7,
+                "deletes": 0,
                 "skipped": {"audience_key_empty": 1, "no_valid_identifier": 2},
                 "identifiers_rejected": {"email_malformed": 3, "ios_idfa_zeroed": 1},
             }

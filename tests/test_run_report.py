@@ -181,6 +181,7 @@ def test_report_file_has_the_exact_structure_and_numbers(
             "stream": "buyers",
             "records": 5,
             "used": 3,
+            "deletes": 0,
             "skipped": {"in_audience_not_boolean": 1, "no_valid_identifier": 1},
             "identifiers_rejected": {"email_malformed": 1},
         },
@@ -188,6 +189,7 @@ def test_report_file_has_the_exact_structure_and_numbers(
             "stream": "engage",
             "records": 2,
             "used": 2,
+            "deletes": 0,
             "skipped": {},
             "identifiers_rejected": {"ios_idfa_zeroed": 1},
         },
@@ -277,6 +279,7 @@ def test_dry_run_writes_the_report_and_sends_nothing(emulator: Emulator, tmp_pat
                 "stream": "vip",
                 "records": 4,
                 "used": 3,
+                "deletes": 0,
                 "skipped": {"no_valid_identifier": 1},
                 "identifiers_rejected": {"email_malformed": 1},
             }

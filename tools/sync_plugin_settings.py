@@ -22,7 +22,13 @@ ROOT = Path(__file__).resolve().parent.parent
 MELTANO_YML = ROOT / "meltano.yml"
 HUB_DIR = ROOT / "plugin_definition" / "loaders" / "target-pinterest-audiences"
 LOADER = "target-pinterest-audiences"
-_KINDS = {"string": "string", "boolean": "boolean", "integer": "integer", "number": "decimal"}
+_KINDS = {
+    "string": "string",
+    "boolean": "boolean",
+    "integer": "integer",
+    "number": "decimal",
+    "object": "object",
+}
 
 
 def own_settings() -> list[dict[str, Any]]:

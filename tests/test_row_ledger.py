@@ -1,0 +1,393 @@
+"""Upsert mode's engine and row ledger, in process, against both ledger backends.
+
+A small fake stands in for the uploader and for Pinterest: it applies each change to an
+in-memory list, calling the same ledger hooks the real uploader calls around a request,
+and can "crash" between sending and acknowledging. Every scenario is checked against what
+the upstream table says the lists should hold.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import sqlite3
+from collections.abc import Callable, Iterable, Iterator
+from pathlib import Path
+
+import pytest
+
+from target_pinterest_audiences.ledger import (
+    SCHEMA_VERSION,
+    Ledger,
+    LedgerVersionError,
+    PostgresLedger,
+    SQLiteLedger,
+)
+from target_pinterest_audiences.report import RunReport
+from target_pinterest_audiences.row_ledger import pack, unpack
+from target_pinterest_audiences.upsert import UpsertSync
+
+ACCOUNT = "549755885175"
+
+
+def h(name: str) -> str:
+    return hashlib.sha256(f"{name}@example.com".encode()).hexdigest()
+
+
+def row(n: int | str) -> bytes:
+    return hashlib.sha256(f"row {n}".encode()).digest()
+
+
+class Crash(Exception):
+    """The process dies here."""
+
+
+class FakePinterest:
+    """Uploader and Pinterest in one: queues changes, then delivers them like requests."""
+
+    def __init__(self) -> None:
+        self.lists: dict[str, set[str]] = {}
+        self.ids: dict[str, str] = {}
+        self.queue: list[tuple[str, list[str], bool]] = []
+        self.sent: list[tuple[str, str, bool]] = []
+        self.upsert: UpsertSync | None = None
+
+    def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
+        self.queue.append((audience, list(hashes), member))
+
+    def resolve(self, audience: str) -> str | None:
+        return self.ids.get(audience)
+
+    def deliver(self, *, crash_after: int | None = None, ack: bool = True) -> None:
+        """Send every queued change; optionally die after N requests (applied, unacked)."""
+        assert self.upsert is not None
+        queue, self.queue = self.queue, []
+        for number, (audience, hashes, member) in enumerate(queue):
+            operation = "ADD" if member else "REMOVE"
+            self.upsert.before_sending(audience, operation, hashes)
+            members = self.lists.setdefault(audience, set())
+            list_id = self.ids.setdefault(audience, str(1000 + len(self.ids)))
+            for value in hashes:
+                self.sent.append((audience, value, member))
+                (members.add if member else members.discard)(value)
+            if crash_after is not None and number + 1 >= crash_after:
+                raise Crash
+            if ack:
+                self.upsert.acknowledged(audience, list_id, operation, hashes)
+
+    def members(self) -> dict[str, set[str]]:
+        return {name: set(values) for name, values in self.lists.items() if values}
+
+
+LedgerFactory = Callable[[], Ledger]
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def open_ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[LedgerFactory]:
+    """Opens the same ledger again and again, as successive runs do."""
+    opened: list[Ledger] = []
+    url = request.getfixturevalue("fresh_postgres_url") if request.param == "postgres" else None
+
+    def factory() -> Ledger:
+        if url is None:
+            ledger: Ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", ACCOUNT)
+        else:
+            ledger = PostgresLedger(url, ACCOUNT)
+        opened.append(ledger)
+        return ledger
+
+    yield factory
+    for ledger in opened:
+        ledger.close()
+
+
+class Run:
+    """One run of upsert mode: rows in, apply, deliver."""
+
+    def __init__(self, ledger: Ledger, pinterest: FakePinterest, *, batch_rows: int = 1000) -> None:
+        self.upsert = UpsertSync(ledger, RunReport(), dry_run=False, batch_rows=batch_rows)
+        self.upsert.attach(pinterest)
+        pinterest.upsert = self.upsert
+        self.pinterest = pinterest
+
+    def rows(self, *rows: tuple[bytes, list[str], list[str]]) -> Run:
+        for row_id, audiences, emails in rows:
+            self.upsert.record(row_id, audiences, [h(e) for e in emails], deleted=False)
+        return self
+
+    def delete(self, *row_ids: bytes) -> Run:
+        for row_id in row_ids:
+            self.upsert.record(row_id, [], [], deleted=True)
+        return self
+
+    def finish(self, **deliver: object) -> None:
+        self.upsert.apply()
+        self.pinterest.deliver(**deliver)  # type: ignore[arg-type]
+
+
+def expect(**lists: list[str]) -> dict[str, set[str]]:
+    return {name: {h(e) for e in emails} for name, emails in lists.items() if emails}
+
+
+def test_pack_is_canonical_and_reversible() -> None:
+    pairs = {(2, bytes(32)), (1, b"\x01" * 32), (1, bytes(32))}
+    assert pack(pairs) == pack(sorted(pairs, reverse=True))
+    assert unpack(pack(pairs)) == pairs
+    assert unpack(b"") == set()
+
+
+def test_rows_replace_their_state_and_only_changes_are_sent(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows(
+        (row(1), ["vip"], ["ann"]), (row(2), ["vip"], ["bob"]), (row(3), ["news"], ["cy"])
+    ).finish()
+    assert pinterest.members() == expect(vip=["ann", "bob"], news=["cy"])
+    pinterest.sent.clear()
+
+    # ann changes her email; bob moves to news; cy's row is deleted.
+    Run(open_ledger(), pinterest).rows(
+        (row(1), ["vip"], ["ann2"]), (row(2), ["news"], ["bob"])
+    ).delete(row(3)).finish()
+
+    assert pinterest.members() == expect(vip=["ann2"], news=["bob"])
+    assert sorted(pinterest.sent) == sorted(
+        [
+            ("vip", h("ann"), False),
+            ("vip", h("ann2"), True),
+            ("vip", h("bob"), False),
+            ("news", h("bob"), True),
+            ("news", h("cy"), False),
+        ]
+    )
+
+
+def test_an_identifier_leaves_only_when_no_live_row_holds_it(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows(
+        (row(1), ["vip"], ["shared"]), (row(2), ["vip"], ["shared"]), (row("t:1"), ["vip"], ["x"])
+    ).finish()
+    assert pinterest.sent == [("vip", h("shared"), True), ("vip", h("x"), True)]
+    pinterest.sent.clear()
+
+    Run(open_ledger(), pinterest).delete(row(1)).finish()
+    assert pinterest.sent == []  # row 2 still puts it there
+    assert pinterest.members() == expect(vip=["shared", "x"])
+
+    Run(open_ledger(), pinterest).delete(row(2)).finish()
+    assert pinterest.sent == [("vip", h("shared"), False)]
+    assert pinterest.members() == expect(vip=["x"])
+
+
+def test_replaying_an_applied_batch_sends_nothing(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    batch = [(row(n), ["vip"], [f"user{n}"]) for n in range(50)]
+    Run(open_ledger(), pinterest).rows(*batch).delete(row(7)).finish()
+    pinterest.sent.clear()
+
+    Run(open_ledger(), pinterest).rows(*batch[8:]).delete(row(7)).finish()
+
+    assert pinterest.sent == []
+
+
+def test_the_last_record_of_a_key_wins_across_batches(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    run = Run(open_ledger(), pinterest, batch_rows=2)
+    run.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"]))  # a full batch: merged
+    run.rows((row(1), ["vip"], ["c"]), (row(1), ["news"], ["c"]))
+    run.finish()
+
+    assert pinterest.members() == expect(vip=["b"], news=["c"])
+
+
+def test_a_crash_between_uncertain_and_confirmed_converges(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"])).finish()
+
+    crashed = Run(open_ledger(), pinterest)
+    crashed.rows((row(1), ["vip"], ["a2"])).delete(row(2))
+    with pytest.raises(Crash):
+        crashed.finish(crash_after=1)  # one request applied, never acknowledged
+    assert pinterest.members() != expect(vip=["a2"])
+
+    # The re-run starts from the last STATE: the same rows arrive again.
+    Run(open_ledger(), pinterest).rows((row(1), ["vip"], ["a2"])).delete(row(2)).finish()
+
+    assert pinterest.members() == expect(vip=["a2"])
+
+
+def test_a_crash_converges_even_when_the_replay_brings_newer_rows(
+    open_ledger: LedgerFactory,
+) -> None:
+    """Row 1 went a -> b; b was added but the run died. By the re-run, row 1 is c."""
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows((row(1), ["vip"], ["a"])).finish()
+
+    crashed = Run(open_ledger(), pinterest)
+    crashed.rows((row(1), ["vip"], ["b"]))
+    crashed.upsert.apply()
+    additions = [entry for entry in pinterest.queue if entry[2]]
+    pinterest.queue = additions  # the ADD of b goes first and is acknowledged ...
+    pinterest.deliver()  # ... then the process dies before the REMOVE of a is sent
+
+    Run(open_ledger(), pinterest).rows((row(1), ["vip"], ["c"])).finish()
+
+    assert pinterest.members() == expect(vip=["c"])
+
+
+def test_a_crash_before_any_request_is_recovered_without_the_rows(
+    open_ledger: LedgerFactory,
+) -> None:
+    pinterest = FakePinterest()
+    crashed = Run(open_ledger(), pinterest)
+    crashed.rows((row(1), ["vip"], ["a"]))
+    crashed.upsert.apply()  # committed to the ledger ...
+    pinterest.queue.clear()  # ... and the process died before sending anything
+
+    # The tap's STATE had moved on (another target run confirmed it): nothing is replayed.
+    Run(open_ledger(), pinterest).finish()
+
+    assert pinterest.members() == expect(vip=["a"])
+
+
+def test_a_list_deleted_on_pinterest_gets_its_live_members_back(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows(*[(row(n), ["vip"], [f"u{n}"]) for n in range(5)]).finish()
+    pinterest.lists.clear()
+    pinterest.ids.clear()  # someone deleted the list in Ads Manager
+
+    Run(open_ledger(), pinterest).rows((row(9), ["vip"], ["new"])).finish()
+
+    assert pinterest.members() == expect(vip=[*(f"u{n}" for n in range(5)), "new"])
+
+
+def test_counters_follow_live_rows_and_members(open_ledger: LedgerFactory) -> None:
+    pinterest = FakePinterest()
+    run = Run(open_ledger(), pinterest)
+    run.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["a"]), (row(3), ["vip"], ["b", "c"]))
+    run.finish()
+    run.upsert.report()
+    assert run.upsert._report.audience("vip").upsert == {
+        "live_rows": 3,
+        "rows_deleted": 0,
+        "members": 3,
+    }
+
+    again = Run(open_ledger(), pinterest)
+    again.delete(row(1), row(3), row(404)).finish()
+    again.upsert.report()
+    assert again.upsert._report.audience("vip").upsert == {
+        "live_rows": 1,
+        "rows_deleted": 2,
+        "members": 1,
+    }
+
+
+def test_a_dry_run_leaves_the_ledger_as_it_was(tmp_path: Path) -> None:
+    pinterest = FakePinterest()
+    Run(SQLiteLedger(tmp_path / "l.sqlite3", ACCOUNT), pinterest).rows(
+        (row(1), ["vip"], ["a"])
+    ).finish()
+    before = (tmp_path / "l.sqlite3").read_bytes()
+
+    dry = UpsertSync(
+        SQLiteLedger(tmp_path / "l.sqlite3", ACCOUNT, dry_run=True), RunReport(), dry_run=True
+    )
+    plan = FakePinterest()
+    dry.attach(plan)
+    dry.record(row(1), ["vip"], [h("b")], deleted=False)
+    dry.apply()
+    dry.close()
+
+    assert sorted((a, v, m) for a, vs, m in plan.queue for v in vs) == sorted(
+        [("vip", h("a"), False), ("vip", h("b"), True)]
+    )
+    assert SQLiteLedger(tmp_path / "l.sqlite3", ACCOUNT).list_id("vip") is not None
+    with sqlite3.connect(tmp_path / "l.sqlite3") as db:
+        (pairs,) = db.execute("SELECT pairs FROM ledger_rows").fetchone()
+    assert unpack(pairs) == {(1, bytes.fromhex(h("a")))}
+    assert before  # the file existed before the dry run
+
+
+# Migrations -------------------------------------------------------------------------
+
+# The tables exactly as the first release (schema version 1, no version row) made them.
+V1_SCHEMA = (
+    "CREATE TABLE ledger_lists (list_key INTEGER PRIMARY KEY AUTOINCREMENT,"
+    " ad_account_id TEXT NOT NULL, audience TEXT NOT NULL,"
+    " list_id TEXT, UNIQUE (ad_account_id, audience))",
+    "CREATE TABLE ledger_streams (ad_account_id TEXT NOT NULL, stream TEXT NOT NULL,"
+    " audience TEXT NOT NULL, PRIMARY KEY (ad_account_id, stream, audience))",
+    "CREATE TABLE ledger_members (list_key INTEGER NOT NULL, hash BLOB NOT NULL,"
+    " confirmed INTEGER NOT NULL, PRIMARY KEY (list_key, hash)) WITHOUT ROWID",
+)
+
+
+def make_v1_ledger(path: Path) -> None:
+    with sqlite3.connect(path) as db:
+        for statement in V1_SCHEMA:
+            db.execute(statement)
+        db.execute(
+            "INSERT INTO ledger_lists (ad_account_id, audience, list_id) VALUES (?, 'vip', '77')",
+            (ACCOUNT,),
+        )
+        db.execute("INSERT INTO ledger_streams VALUES (?, 'segments', 'vip')", (ACCOUNT,))
+        db.executemany(
+            "INSERT INTO ledger_members VALUES (1, ?, 1)",
+            [(bytes.fromhex(h(name)),) for name in ("ann", "bob")],
+        )
+
+
+def test_a_mirror_ledger_of_the_first_release_is_migrated(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    make_v1_ledger(path)
+
+    ledger = SQLiteLedger(path, ACCOUNT)
+
+    assert ledger.migrated_from == 1
+    assert {digest.hex(): ok for digest, ok in ledger.members("vip")} == {
+        h("ann"): True,
+        h("bob"): True,
+    }
+    assert ledger.list_id("vip") == "77"
+    assert ledger.stream_audiences("segments") == {"vip"}
+    pinterest = FakePinterest()
+    Run(ledger, pinterest).rows((row(1), ["news"], ["cy"])).finish()  # upsert works on it
+    assert pinterest.members() == expect(news=["cy"])
+    ledger.close()
+    with sqlite3.connect(path) as db:
+        assert db.execute("SELECT value FROM ledger_meta").fetchone() == (str(SCHEMA_VERSION),)
+    reopened = SQLiteLedger(path, ACCOUNT)
+    assert reopened.migrated_from is None
+    reopened.close()
+
+
+def test_a_ledger_from_a_newer_release_is_refused(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    SQLiteLedger(path, ACCOUNT).close()
+    with sqlite3.connect(path) as db:
+        db.execute("UPDATE ledger_meta SET value = ?", (str(SCHEMA_VERSION + 1),))
+
+    with pytest.raises(LedgerVersionError, match="newer release"):
+        SQLiteLedger(path, ACCOUNT)
+
+
+def test_the_postgres_ledger_is_versioned_too(fresh_postgres_url: str) -> None:
+    import psycopg
+
+    with psycopg.connect(fresh_postgres_url) as db:
+        for statement in V1_SCHEMA:
+            db.execute(
+                statement.replace("INTEGER PRIMARY KEY AUTOINCREMENT", "BIGSERIAL PRIMARY KEY")
+                .replace("BLOB", "BYTEA")
+                .replace(" WITHOUT ROWID", "")
+            )
+        db.execute(
+            "INSERT INTO ledger_lists (ad_account_id, audience) VALUES (%s, 'vip')", (ACCOUNT,)
+        )
+
+    ledger = PostgresLedger(fresh_postgres_url, ACCOUNT)
+    assert ledger.migrated_from == 1
+    ledger.close()
+    with psycopg.connect(fresh_postgres_url) as db:
+        db.execute("UPDATE ledger_meta SET value = %s", (str(SCHEMA_VERSION + 1),))
+    with pytest.raises(LedgerVersionError):
+        PostgresLedger(fresh_postgres_url, ACCOUNT)
