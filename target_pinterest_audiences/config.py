@@ -224,8 +224,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         title="Report list status",
         description="After the run, read each touched list and its audience back and report "
         "Pinterest's list status, the audience's matched size and, where the member count is "
-        "known (mirror mode), the match rate; warn when a list is TOO_SMALL or the match rate "
-        "is very low.",
+        "known (mirror and upsert modes), the match rate; warn when a list is TOO_SMALL or the "
+        "match rate is very low.",
     ),
     th.Property(
         "progress_interval_seconds",

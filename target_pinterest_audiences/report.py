@@ -47,6 +47,8 @@ class AudienceReport:
     pinterest_audience_size: int | None = None
     """The CUSTOMER_LIST audience's ``size`` (Pinterest users matched); None until sized."""
     pinterest_audience_status: str | None = None
+    upsert: dict[str, int] | None = None
+    """Upsert mode: live_rows and members after the run, rows_deleted during it."""
 
     @property
     def match_rate(self) -> float | None:
@@ -54,8 +56,6 @@ class AudienceReport:
         if self.pinterest_audience_size is None or not self.ledger_members:
             return None
         return self.pinterest_audience_size / self.ledger_members
-    upsert: dict[str, int] | None = None
-    """Upsert mode: live_rows and members after the run, rows_deleted during it."""
 
     def to_dict(self) -> dict[str, Any]:
         """JSON-ready form for the report file."""

@@ -132,6 +132,36 @@ def test_mirror_reports_what_pinterest_matched_and_the_rate(
     assert f"Pinterest matched {size} of 350 members" in summary(run, "vip")
 
 
+def test_upsert_reports_the_rate_against_its_live_members(
+    matching: Emulator, tmp_path: Path
+) -> None:
+    users_schema = schema("public-users", "id", "email", "audience_key", key_properties=["id"])
+    emails = users(300)
+    rows = [
+        record("public-users", id=n, email=email, audience_key="vip")
+        for n, email in enumerate(emails)
+    ]
+    rows.append(record("public-users", id=1000, email=emails[0], audience_key="vip"))  # shared
+    config = {
+        "sync_mode": "upsert",
+        "ledger_path": str(tmp_path / "ledger.sqlite3"),
+        "report_path": str(tmp_path / "report.json"),
+    }
+    run = run_target(tmp_path, emulator_config(matching, **config), [users_schema, *rows])
+    assert run.returncode == 0, run.stderr
+    report = {
+        entry["audience"]: entry
+        for entry in json.loads((tmp_path / "report.json").read_text())["audiences"]
+    }
+
+    size = matched(matching, emails)
+    assert report["vip"]["upsert"] == {"live_rows": 301, "rows_deleted": 0, "members": 300}
+    assert report["vip"]["members"] == 300  # identifiers, not rows
+    assert report["vip"]["pinterest_audience_size"] == size
+    assert report["vip"]["match_rate"] == size / 300
+    assert f"Pinterest matched {size} of 300 members" in summary(run, "vip")
+
+
 def test_changes_mode_reports_the_size_and_no_rate(matching: Emulator, tmp_path: Path) -> None:
     emails = users(300)
 
