@@ -2,17 +2,54 @@
 PYTHON ?= python3
 VENV := .venv
 BIN := $(VENV)/bin
+
+# Python dependencies come from the lock files in requirements/ (exact versions and hashes,
+# resolved for every Python the package supports), installed with uv. uv itself is pinned
+# and lives in its own venv, so it is never removed by a sync of .venv.
+# After changing dependencies in pyproject.toml: `make lock`, then commit requirements/.
+UV_VERSION := 0.13.9
+UV_VENV := .venv-uv
+UV := $(UV_VENV)/bin/uv
+UV_STAMP := $(UV_VENV)/.installed-uv-$(UV_VERSION)
+DEV_LOCK := requirements/dev.txt
+RUNTIME_LOCK := requirements/runtime.txt
+# .venv holds either the runtime set (make demo) or the runtime and development set
+# (make install, make test); the dev set includes the runtime set at the same versions.
+RUNTIME_STAMP := $(VENV)/.installed-runtime
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint install bench clean meltano-venv postgres-server postgres-wal2json
+.PHONY: demo test lint install lock bench clean meltano-venv postgres-server postgres-wal2json
 
-$(STAMP): pyproject.toml
-	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install --quiet --upgrade pip
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
-	touch $(STAMP)
+$(UV_STAMP):
+	$(PYTHON) -m venv $(UV_VENV)
+	$(UV_VENV)/bin/python -m pip install --quiet 'uv==$(UV_VERSION)'
+	touch $@
+
+# The target and its runtime dependencies only: what `make demo` needs.
+$(RUNTIME_STAMP): $(RUNTIME_LOCK) pyproject.toml | $(UV_STAMP)
+	rm -f $(STAMP)
+	@[ -x $(BIN)/python ] || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python $(RUNTIME_LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $@
+
+# Plus pytest, ruff, mypy and the PostgreSQL driver: the development venv.
+$(STAMP): $(DEV_LOCK) pyproject.toml | $(UV_STAMP)
+	@[ -x $(BIN)/python ] || $(UV) venv --quiet --python $(PYTHON) $(VENV)
+	$(UV) pip sync --quiet --python $(BIN)/python $(DEV_LOCK)
+	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
+	touch $(RUNTIME_STAMP) $@
 
 install: $(STAMP)
+
+# Re-resolve the lock files from pyproject.toml, keeping every pin that still fits (pass
+# UPGRADE=--upgrade to move everything to the newest versions). The runtime lock is
+# constrained by the dev lock, so both agree on every shared package.
+UPGRADE ?=
+LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes $(UPGRADE)
+lock: | $(UV_STAMP)
+	$(UV) pip compile $(LOCK_FLAGS) --extra dev pyproject.toml -o $(DEV_LOCK)
+	$(UV) pip compile $(LOCK_FLAGS) --constraint $(DEV_LOCK) pyproject.toml -o $(RUNTIME_LOCK)
 
 # Real Meltano for tests/test_meltano.py, in its own venv: its pinned dependencies stay out
 # of the dev venv. The stamp names the version, so bumping MELTANO_VERSION reinstalls.
@@ -84,7 +121,7 @@ postgres-wal2json: postgres-server
 	fi; \
 	[ -f "$$libdir/wal2json.so" ] || { echo "$(WAL2JSON_MISSING) Installing $$package did not work." >&2; exit 1; }
 
-demo: $(STAMP)
+demo: $(RUNTIME_STAMP)
 	$(BIN)/python -m target_pinterest_audiences.demo
 
 lint: $(STAMP)
@@ -99,4 +136,4 @@ bench: $(STAMP)
 	$(BIN)/python -m bench
 
 clean:
-	rm -rf $(VENV) $(MELTANO_VENV) .pytest_cache .mypy_cache .ruff_cache
+	rm -rf $(VENV) $(UV_VENV) $(MELTANO_VENV) .pytest_cache .mypy_cache .ruff_cache

@@ -43,6 +43,9 @@ from support import (
     target_command,
 )
 
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
+
 STREAM = "s"
 BEFORE = "before@example.com"
 AFTER = "after@example.com"

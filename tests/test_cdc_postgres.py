@@ -28,6 +28,9 @@ import pytest
 import yaml
 from postgres_server import PostgresServer
 
+# Real Meltano and tap-postgres against the logical-replication server.
+pytestmark = pytest.mark.meltano
+
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".venv-meltano" / "bin" / "meltano"
 PROJECT_TEMPLATE = Path(__file__).resolve().parent / "cdc_project" / "meltano.yml"

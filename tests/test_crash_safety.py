@@ -32,6 +32,9 @@ from support import (
     target_command,
 )
 
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
+
 CHUNKS = 30
 PER_CHUNK = 12
 

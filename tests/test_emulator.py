@@ -883,6 +883,7 @@ def test_admin_state_requests_and_reset(emulator: Emulator, session: requests.Se
 # --- command line --------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_cli_prints_url_and_serves() -> None:
     faults = json.dumps([{"method": "GET", "path": "/audiences", "action": "error", "status": 500}])
     process = subprocess.Popen(

@@ -10,6 +10,7 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+import pytest
 import requests
 
 from target_pinterest_audiences.emulator import Emulator
@@ -27,6 +28,9 @@ from support import (
     sha,
     state,
 )
+
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
 
 EMAIL_PATTERN = re.compile(r"[\w.+-]+@[\w-]+\.[\w.]+")
 

@@ -34,6 +34,9 @@ from support import (
     state,
 )
 
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
+
 USERS = [f"user{n:03d}@example.com" for n in range(40)]
 
 

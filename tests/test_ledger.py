@@ -18,7 +18,7 @@ def h(n: int) -> str:
     return hashlib.sha256(f"user{n}@example.com".encode()).hexdigest()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
     if request.param == "sqlite":
         opened: Ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", ACCOUNT)

@@ -41,6 +41,9 @@ from support import (
     target_command,
 )
 
+# Every test here runs the console script or real Meltano as a subprocess.
+pytestmark = pytest.mark.slow
+
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".venv-meltano" / "bin" / "meltano"
 HUB_DIR = REPO / "plugin_definition" / "loaders" / "target-pinterest-audiences"
@@ -397,6 +400,7 @@ def assert_private(output: str) -> None:
     assert not EMAIL_PATTERN.findall(output), EMAIL_PATTERN.findall(output)
 
 
+@pytest.mark.meltano
 def test_meltano_run_syncs_the_export_then_only_what_changed(project: MeltanoProject) -> None:
     emulator = project.emulator
     first_rows = changes(project.root / SAMPLE)
@@ -463,6 +467,7 @@ def test_meltano_run_syncs_the_export_then_only_what_changed(project: MeltanoPro
     assert_contract_kept(emulator)
 
 
+@pytest.mark.meltano
 def test_an_unset_api_url_is_an_error_not_the_real_pinterest(project: MeltanoProject) -> None:
     # Without strict_env_var_mode Meltano would drop api_url and the loader would default
     # to https://api.pinterest.com/v5 with the dev environment's settings.
@@ -473,6 +478,7 @@ def test_an_unset_api_url_is_an_error_not_the_real_pinterest(project: MeltanoPro
     assert "'PINTEREST_API_URL' referenced but not set" in completed.stdout + completed.stderr
 
 
+@pytest.mark.meltano
 def test_meltano_config_shows_the_settings_and_hides_the_token(project: MeltanoProject) -> None:
     output = project.ok("--environment", "dev", "config", "list", LOADER)
 

@@ -36,6 +36,9 @@ from support import (
     target_command,
 )
 
+# The tests here run the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
+
 
 def users(*numbers: int) -> list[str]:
     return [f"member{n:04d}@example.com" for n in numbers]

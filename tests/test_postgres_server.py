@@ -111,6 +111,7 @@ def test_missing_installation_fails_with_install_hint(
         find_bin_dir()
 
 
+@pytest.mark.slow  # runs a stand-in pg_config
 def test_missing_wal2json_fails_with_install_hint(tmp_path: Path) -> None:
     # A server installation whose library directory holds no wal2json.so.
     pg_config = tmp_path / "pg_config"

@@ -29,6 +29,9 @@ from support import (
     target_command,
 )
 
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
+
 SECRET_TOKEN = "sEcReT-access-token-7f3a9c"
 SECRET_REFRESH = "sEcReT-refresh-token-41b2"
 SECRET_CLIENT = "sEcReT-client-secret-9d0e"

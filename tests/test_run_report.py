@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
 import requests
 
 from target_pinterest_audiences.emulator import Emulator
@@ -30,6 +31,9 @@ from support import (
     sha,
     target_command,
 )
+
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
 
 PROGRESS = re.compile(
     r"Progress: (\d+) records read \((\d+)/s\), (\d+) identifiers added and (\d+) removed "

@@ -445,6 +445,7 @@ def test_is_segment_payload(payload: dict[str, Any], expected: bool) -> None:
 # End to end --------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_console_script_syncs_a_stream_mixing_segment_shapes(
     emulator: Emulator, tmp_path: Path
 ) -> None:

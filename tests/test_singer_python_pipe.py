@@ -20,6 +20,8 @@ import sys
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from target_pinterest_audiences.emulator import Emulator
 
 from support import (
@@ -30,6 +32,9 @@ from support import (
     sha,
     target_command,
 )
+
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
 
 # The writer only knows how to format and print messages, like singer-python does; what to
 # print comes from a JSON file the test writes (its own stdout is the pipe).
