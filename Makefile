@@ -6,6 +6,8 @@ BIN := $(VENV)/bin
 # Python dependencies come from the lock files in requirements/ (exact versions and hashes,
 # resolved for every Python the package supports), installed with uv. uv itself is pinned
 # and lives in its own venv, so it is never removed by a sync of .venv.
+# --compile-bytecode: as pip does, so that every start of the console script does not compile
+# its imports again (PYTHONDONTWRITEBYTECODE is common in CI and containers).
 # After changing dependencies in pyproject.toml: `make lock`, then commit requirements/.
 UV_VERSION := 0.13.9
 UV_VENV := .venv-uv
@@ -29,14 +31,14 @@ $(UV_STAMP):
 $(RUNTIME_STAMP): $(RUNTIME_LOCK) pyproject.toml | $(UV_STAMP)
 	rm -f $(STAMP)
 	@[ -x $(BIN)/python ] || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(BIN)/python $(RUNTIME_LOCK)
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python $(RUNTIME_LOCK)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $@
 
 # Plus pytest, ruff, mypy and the PostgreSQL driver: the development venv.
 $(STAMP): $(DEV_LOCK) pyproject.toml | $(UV_STAMP)
 	@[ -x $(BIN)/python ] || $(UV) venv --quiet --python $(PYTHON) $(VENV)
-	$(UV) pip sync --quiet --python $(BIN)/python $(DEV_LOCK)
+	$(UV) pip sync --quiet --compile-bytecode --python $(BIN)/python $(DEV_LOCK)
 	$(UV) pip install --quiet --python $(BIN)/python --no-deps -e .
 	touch $(RUNTIME_STAMP) $@
 

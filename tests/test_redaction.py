@@ -590,6 +590,7 @@ def _log_config(directory: Path) -> Path:
     return path
 
 
+@pytest.mark.slow  # runs the console script
 def test_every_handler_of_a_logging_config_gets_scrubbed_text(
     emulator: Emulator, tmp_path: Path
 ) -> None:
