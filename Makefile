@@ -52,17 +52,20 @@ LOCK_FLAGS := --quiet --universal --python-version 3.11 --generate-hashes $(UPGR
 lock: | $(UV_STAMP)
 	$(UV) pip compile $(LOCK_FLAGS) --extra dev pyproject.toml -o $(DEV_LOCK)
 	$(UV) pip compile $(LOCK_FLAGS) --constraint $(DEV_LOCK) pyproject.toml -o $(RUNTIME_LOCK)
+	echo 'meltano==$(MELTANO_VERSION)' | $(UV) pip compile $(LOCK_FLAGS) - -o $(MELTANO_LOCK)
 
-# Real Meltano for tests/test_meltano.py, in its own venv: its pinned dependencies stay out
-# of the dev venv. The stamp names the version, so bumping MELTANO_VERSION reinstalls.
+# Real Meltano for the tests (and the README's Meltano section), in its own venv: its pinned
+# dependencies stay out of the dev venv. They are locked too (requirements/meltano.txt, by
+# make lock). The stamp names the version, so bumping MELTANO_VERSION (then make lock)
+# reinstalls.
 MELTANO_VERSION := 4.4.1
 MELTANO_VENV := .venv-meltano
+MELTANO_LOCK := requirements/meltano.txt
 MELTANO_STAMP := $(MELTANO_VENV)/.installed-meltano-$(MELTANO_VERSION)
 
-$(MELTANO_STAMP):
-	$(PYTHON) -m venv $(MELTANO_VENV)
-	$(MELTANO_VENV)/bin/python -m pip install --quiet --upgrade pip
-	$(MELTANO_VENV)/bin/python -m pip install --quiet 'meltano==$(MELTANO_VERSION)'
+$(MELTANO_STAMP): | $(UV_STAMP)
+	@[ -x $(MELTANO_VENV)/bin/python ] || $(UV) venv --quiet --python $(PYTHON) $(MELTANO_VENV)
+	$(UV) pip sync --quiet --compile-bytecode --python $(MELTANO_VENV)/bin/python $(MELTANO_LOCK)
 	$(MELTANO_VENV)/bin/meltano --version
 	touch $@
 

@@ -61,9 +61,15 @@ def test_runtime_and_dev_locks_agree_on_every_shared_package() -> None:
 
 
 def test_every_locked_package_carries_hashes() -> None:
-    for lock in ("runtime.txt", "dev.txt"):
+    for lock in ("runtime.txt", "dev.txt", "meltano.txt"):
         text = (ROOT / "requirements" / lock).read_text(encoding="utf-8")
         blocks = re.split(r"\n(?=[A-Za-z0-9])", text.split("\n", 2)[2])
         for block in blocks:
             if PIN.match(block):
                 assert "--hash=sha256:" in block, f"{lock}: {block.splitlines()[0]}"
+
+
+def test_meltano_lock_pins_the_makefile_meltano_version() -> None:
+    makefile = (ROOT / "Makefile").read_text(encoding="utf-8")
+    (version,) = re.findall(r"^MELTANO_VERSION := (\S+)$", makefile, re.MULTILINE)
+    assert pins("meltano.txt").get("meltano") == version, "run make lock"
