@@ -304,3 +304,11 @@ def test_the_own_project_loader_syncs_with_the_secret_from_dot_env(session: Sess
     )
     assert completed.returncode == 0, completed.stdout + completed.stderr
     assert "OK   config is valid" in completed.stdout + completed.stderr
+
+
+def test_make_demo_installed_the_target_without_development_tools(session: Session) -> None:
+    bin_dir = session.root / "target-pinterest-audiences" / ".venv" / "bin"
+    assert (bin_dir / "target-pinterest-audiences").exists()
+    assert (bin_dir / "pinterest-api-emulator").exists()
+    for tool in ("pytest", "ruff", "mypy", "pre-commit"):
+        assert not (bin_dir / tool).exists(), f"make demo installed {tool}"
