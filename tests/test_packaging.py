@@ -3,11 +3,13 @@
 from __future__ import annotations
 
 import shlex
+import subprocess
 import tomllib
 from importlib.metadata import metadata
 from pathlib import Path
 from typing import Any
 
+import pytest
 import yaml
 from pre_commit.clientlib import load_config
 
@@ -70,3 +72,12 @@ def test_pre_commit_config_is_valid_and_runs_the_dev_venv_tools() -> None:
         assert (ROOT / argv[0]).exists(), f"{hook_id}: {argv[0]} is not in the dev venv"
         scripts = [arg for arg in argv[1:] if arg.endswith(".py")]
         assert all((ROOT / script).exists() for script in scripts), hook_id
+
+
+@pytest.mark.slow  # runs git
+def test_no_virtual_environment_is_tracked() -> None:
+    """A committed .venv-* symlink replaces the real venv in every checkout it lands in."""
+    listed = subprocess.run(
+        ["git", "ls-files", "--", ".venv*"], cwd=ROOT, capture_output=True, text=True, check=True
+    )
+    assert listed.stdout == ""
