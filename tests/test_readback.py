@@ -31,6 +31,9 @@ from support import (
     sha,
 )
 
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
+
 AUDIENCE_ROUTE = "GET /ad_accounts/{ad_account_id}/audiences/{audience_id}"
 AUDIENCES_ROUTE = "GET /ad_accounts/{ad_account_id}/audiences"
 LAG = "matching can lag uploads by up to 24-48 hours"
