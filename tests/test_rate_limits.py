@@ -11,6 +11,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
 from target_pinterest_audiences.rate_limits import (
     ADS_WRITE_PER_MINUTE,
@@ -28,6 +30,9 @@ from support import (
     sha,
     state,
 )
+
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
 
 
 def default_pacing_config(emulator: Emulator, **overrides: Any) -> dict[str, Any]:

@@ -135,7 +135,17 @@ def copy_as_fresh_clone(destination: Path) -> None:
 
 def session_environment() -> dict[str, str]:
     """The caller's environment minus anything of this checkout or steering the tools."""
-    prefixes = ("MELTANO_", "TAP_", "TARGET_", "PINTEREST_", "VIRTUAL_ENV", "PYTHON")
+    # MAKE*: under make test the session's make would run as a sub-make and print more.
+    prefixes = (
+        "MELTANO_",
+        "TAP_",
+        "TARGET_",
+        "PINTEREST_",
+        "VIRTUAL_ENV",
+        "PYTHON",
+        "MAKE",
+        "MFLAGS",
+    )
     env = {k: v for k, v in os.environ.items() if not k.startswith(prefixes)}
     env["PATH"] = os.pathsep.join(
         entry
