@@ -30,10 +30,18 @@ POSTGRES_FIXTURES = {
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     """PostgreSQL tests are found by their fixtures; meltano and postgres imply slow."""
     for item in items:
-        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())):
+        if POSTGRES_FIXTURES & set(getattr(item, "fixturenames", ())) or _postgres_param(item):
             item.add_marker(pytest.mark.postgres)
         if item.get_closest_marker("postgres") or item.get_closest_marker("meltano"):
             item.add_marker(pytest.mark.slow)
+
+
+def _postgres_param(item: pytest.Item) -> bool:
+    """A backend-parametrized fixture's "postgres" case (it asks for the server by name)."""
+    callspec = getattr(item, "callspec", None)
+    return callspec is not None and any(
+        isinstance(value, str) and value == "postgres" for value in callspec.params.values()
+    )
 
 
 @pytest.fixture(autouse=True)

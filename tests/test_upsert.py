@@ -18,6 +18,8 @@ import time
 from pathlib import Path
 from typing import Any
 
+import pytest
+
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
 
 from support import (
@@ -34,6 +36,9 @@ from support import (
     state,
     target_command,
 )
+
+# Every test here runs the installed console script as a subprocess.
+pytestmark = pytest.mark.slow
 
 STREAM = "public-users"
 USERS = schema(STREAM, "id", "email", "audience_key", key_properties=["id"])
