@@ -9,10 +9,12 @@ end up in a CI log.
 
 from __future__ import annotations
 
+import difflib
 import importlib.util
 import ipaddress
 import json
 import re
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -215,7 +217,8 @@ CONFIG_SCHEMA: dict[str, Any] = th.PropertiesList(
         default=0.5,
         title="Max removal fraction",
         description="Mirror mode: if a run would remove more than this fraction of an "
-        "audience's members, send no removal at all and fail (1.0 turns the guard off).",
+        "audience's members, apply nothing of the snapshot (no additions, no removals) and "
+        "fail, so a retry fails the same way (1.0 turns the guard off).",
     ),
     th.Property(
         "report_list_status",
@@ -432,6 +435,21 @@ def cross_field_problems(config: dict[str, Any] | Any) -> list[str]:
         if problem:
             problems.append(f"config['api_url'] {problem}")
     return problems
+
+
+def unknown_key_warnings(config: dict[str, Any] | Any, known: Iterable[str]) -> list[str]:
+    """One warning per config key the target does not read, with the likely intended key.
+
+    A misspelled key is not an error (Meltano and older configs may carry extra keys), but
+    it must not be silently ignored: ``records_per_requests`` would leave the default on.
+    """
+    known = sorted(known)
+    warnings = []
+    for key in sorted(set(config) - set(known)):
+        close = difflib.get_close_matches(str(key), known, n=1, cutoff=0.8)
+        hint = f"; did you mean '{close[0]}'?" if close else ""
+        warnings.append(f"config['{key}'] is not a setting of this target and is ignored{hint}")
+    return warnings
 
 
 def api_url_problem(url: str) -> str | None:

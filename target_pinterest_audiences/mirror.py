@@ -11,8 +11,13 @@ compares this run's snapshot with it:
 
 A stream covers the audiences its records name in this run plus those it fed before; a
 covered audience with no records this run is emptied. Because an empty or truncated
-upstream query must not wipe a list, no removal is sent at all when any audience would lose
-more than ``max_removal_fraction`` of its ledger rows; the run fails and says which.
+upstream query must not wipe a list, nothing of the snapshot is applied (no addition, no
+removal, for any audience) when any audience would lose more than
+``max_removal_fraction`` of its ledger rows; the run fails and says which. Applying the
+additions alone would defeat the guard on a retry: the same removals would then be
+measured against a bigger list and pass. So the counts come first, from a merge that sends
+nothing; only when every audience passed does a second merge send the difference. (The
+counting merge is skipped where the guard cannot trip: guard off, or no ledger rows.)
 
 The snapshot lives in a temporary SQLite file and both sides are streamed in digest order
 and merged, so memory stays flat for 10M-member audiences.
@@ -23,11 +28,10 @@ from __future__ import annotations
 import enum
 import logging
 import sqlite3
-import tempfile
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
 
+from target_pinterest_audiences import scratch
 from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.errors import RemovalGuardError
 from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
@@ -35,6 +39,9 @@ from target_pinterest_audiences.report import RunReport
 from target_pinterest_audiences.uploader import ADD, Uploader
 
 logger = logging.getLogger(__name__)
+
+SNAPSHOT_FOLDER_PREFIX = "target-pinterest-audiences-snapshot-"
+"""Snapshot folders in the temp directory are named ``<prefix><pid>-<random>``."""
 
 
 class Change(enum.Enum):
@@ -49,8 +56,10 @@ class Snapshot:
     """This run's membership per audience, on disk; the last record for a user wins."""
 
     def __init__(self) -> None:
-        self._directory = tempfile.TemporaryDirectory(prefix="target-pinterest-audiences-")
-        self._db = sqlite3.connect(Path(self._directory.name) / "snapshot.sqlite3")
+        # Folders of runs that were killed (SIGKILL, OOM) go first; see ``scratch``.
+        scratch.remove_stale(SNAPSHOT_FOLDER_PREFIX)
+        self._directory = scratch.ScratchDirectory(SNAPSHOT_FOLDER_PREFIX)
+        self._db = sqlite3.connect(self._directory.path / "snapshot.sqlite3")
         # Scratch data, rebuilt from the input on any re-run: no journal, no fsync.
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
@@ -58,11 +67,8 @@ class Snapshot:
             "CREATE TABLE seen (audience INTEGER NOT NULL, hash BLOB NOT NULL,"
             " present INTEGER NOT NULL, PRIMARY KEY (audience, hash)) WITHOUT ROWID"
         )
-        # Removals found by the merge wait here until the removal guard has passed.
-        self._db.execute("CREATE TABLE removals (audience TEXT NOT NULL, hash BLOB NOT NULL)")
         self._keys: dict[str, int] = {}
         self._pending: list[tuple[int, bytes, int]] = []
-        self._parked: list[tuple[str, bytes]] = []
         self.streams: dict[str, set[str]] = {}
 
     def observe_stream(self, stream: str) -> None:
@@ -108,27 +114,10 @@ class Snapshot:
                 yield bytes(digest)
             last = bytes(rows[-1][0])
 
-    def park_removal(self, audience: str, digest: bytes) -> None:
-        """Keep a removal for after the guard (on disk: there may be millions)."""
-        self._parked.append((audience, digest))
-        if len(self._parked) >= CHUNK_ROWS:
-            self._write_parked()
-
-    def _write_parked(self) -> None:
-        self._db.executemany("INSERT INTO removals VALUES (?, ?)", self._parked)
-        self._parked.clear()
-
-    def removals(self, audience: str) -> Iterator[list[str]]:
-        """The parked removals of ``audience``, as hex digests, in chunks."""
-        self._write_parked()
-        cursor = self._db.execute("SELECT hash FROM removals WHERE audience = ?", (audience,))
-        while rows := cursor.fetchmany(CHUNK_ROWS):
-            yield [bytes(digest).hex() for (digest,) in rows]
-
     def close(self) -> None:
-        """Delete the scratch file."""
+        """Delete the scratch file and its folder."""
         self._db.close()
-        self._directory.cleanup()
+        self._directory.close()
 
 
 def diff(
@@ -161,6 +150,10 @@ class AudiencePlan:
     add: int = 0
     remove: int = 0
     unchanged: int = 0
+
+    def reset(self) -> None:
+        """Forget the counts (a merge counts from zero)."""
+        self.add = self.remove = self.unchanged = 0
 
 
 class MirrorSync:
@@ -230,93 +223,114 @@ class MirrorSync:
         else:
             self.ledger.set_list_id(audience, current_list_id)
 
+    def guard_can_trip(self, plan: AudiencePlan) -> bool:
+        """Whether ``plan``'s audience could lose too many rows (it has rows to lose)."""
+        return self._max_removal_fraction < 1.0 and plan.rows > 0
+
     def guard_violations(self, plans: list[AudiencePlan]) -> list[str]:
         """Audiences that would lose more than the allowed fraction of their ledger rows."""
-        if self._max_removal_fraction >= 1.0:
-            return []
         return [
             f"'{p.audience}' would lose {p.remove} of its {p.rows} members "
             f"({p.remove / p.rows:.0%})"
             for p in plans
-            if p.rows and p.remove / p.rows > self._max_removal_fraction
+            if self.guard_can_trip(p) and p.remove / p.rows > self._max_removal_fraction
         ]
 
     def apply(self, uploader: Uploader) -> None:
-        """Send the difference: additions as the merge finds them, removals after the guard.
+        """Count the difference, check the guard, and only then send it.
 
-        One merge pass per audience sends the additions and parks the removals on disk;
-        only when every audience passed the removal guard are the removals sent.
+        The guard's counts come from a merge that sends nothing; a tripped guard leaves
+        Pinterest and the ledger's members as they were, so the same snapshot trips it
+        again until ``max_removal_fraction`` is raised. A second merge then sends the
+        additions and removals as it finds them.
         """
-        if not self._dry_run:
-            # Coverage first: if this run dies after sending, the next one still knows
-            # which stream these audiences belong to.
-            for stream, named in self.snapshot.streams.items():
-                self.ledger.add_stream_audiences(stream, named)
-        self.started = True
-        plans = [self._merge(audience, uploader) for audience in self.covered_audiences()]
+        plans = [self._plan(audience, uploader) for audience in self.covered_audiences()]
+        for plan in plans:
+            if self._dry_run or self.guard_can_trip(plan):
+                self._merge(plan, None)
         violations = self.guard_violations(plans)
-        if not violations and not self._dry_run:
-            for plan in plans:
-                for hashes in self.snapshot.removals(plan.audience):
-                    uploader.change(plan.audience, hashes, member=False)
-        uploader.flush()
-        self._report_plans(plans, removals_sent=not violations)
-        self.applied = True
         if violations:
+            self._report_plans(plans, applied=False)
             msg = (
-                "Mirror mode sent no removals: "
+                "Mirror mode applied nothing of this snapshot (no additions and no removals, "
+                "for any audience): "
                 + "; ".join(violations)
                 + f", more than max_removal_fraction={self._max_removal_fraction}. An empty or "
                 "truncated upstream query must not wipe a list; if these removals are "
                 "intended, re-run with a higher max_removal_fraction (1.0 turns the guard off)."
             )
-            if self._dry_run:
-                logger.warning("Dry run: %s", msg)
-            else:
+            if not self._dry_run:
                 raise RemovalGuardError(msg)
+            logger.warning("Dry run: %s", msg)
+        elif not self._dry_run:
+            # Coverage first: if this run dies after sending, the next one still knows
+            # which stream these audiences belong to.
+            for stream, named in self.snapshot.streams.items():
+                self.ledger.add_stream_audiences(stream, named)
+            self.started = True
+            for plan in plans:
+                self._merge(plan, uploader)
+            uploader.flush()
+            self._report_plans(plans, applied=True)
+        else:
+            self._report_plans(plans, applied=True)
+        self.applied = True
 
-    def _merge(self, audience: str, uploader: Uploader) -> AudiencePlan:
-        """Diff one audience: send its additions now, park its removals, count everything."""
+    def _plan(self, audience: str, uploader: Uploader) -> AudiencePlan:
+        """Look the audience's list up, reconcile the ledger with it, count its rows."""
         if self._dry_run:
             list_id = self.ledger.list_id(audience)
         else:
             list_id = uploader.resolve(audience)
             self._reconcile_list(audience, list_id)
         before, rows = self.ledger.counts(audience)
-        plan = AudiencePlan(audience, before=before, rows=rows)
+        return AudiencePlan(audience, before=before, rows=rows)
+
+    def _merge(self, plan: AudiencePlan, uploader: Uploader | None) -> None:
+        """Diff one audience and count it; with an ``uploader``, send the changes too."""
+        plan.reset()
+        audience = plan.audience
         additions: list[str] = []
+        removals: list[str] = []
         for digest, change in diff(self.ledger.members(audience), self.snapshot.present(audience)):
             if change is Change.UNCHANGED:
                 plan.unchanged += 1
-            elif change is Change.REMOVE:
+                continue
+            if change is Change.REMOVE:
                 plan.remove += 1
-                self.snapshot.park_removal(audience, digest)
+                pending, member = removals, False
             else:
                 plan.add += 1
-                additions.append(digest.hex())
-                if len(additions) >= CHUNK_ROWS:
-                    uploader.change(audience, additions, member=True)
-                    additions = []
-        if additions:
-            uploader.change(audience, additions, member=True)
-        return plan
+                pending, member = additions, True
+            if uploader is not None:
+                pending.append(digest.hex())
+                if len(pending) >= CHUNK_ROWS:
+                    uploader.change(audience, pending, member=member)
+                    pending.clear()
+        if uploader is not None:
+            if additions:
+                uploader.change(audience, additions, member=True)
+            if removals:
+                uploader.change(audience, removals, member=False)
 
-    def _report_plans(self, plans: list[AudiencePlan], *, removals_sent: bool) -> None:
+    def _report_plans(self, plans: list[AudiencePlan], *, applied: bool) -> None:
         for plan in plans:
-            removed = plan.remove if removals_sent else 0
-            after = (
-                plan.unchanged + plan.add + (plan.remove - removed)
-                if self._dry_run
-                else self.ledger.counts(plan.audience)[0]
-            )
+            if not applied:
+                counts = {"added": 0, "removed": 0, "unchanged": plan.before}
+                after = plan.before
+            else:
+                counts = {"added": plan.add, "removed": plan.remove, "unchanged": plan.unchanged}
+                after = (
+                    plan.unchanged + plan.add
+                    if self._dry_run
+                    else self.ledger.counts(plan.audience)[0]
+                )
             with self._report.lock:
                 report = self._report.audience(plan.audience)
                 report.mirror = {
                     "before": plan.before,
                     "after": after,
-                    "added": plan.add,
-                    "removed": removed,
-                    "unchanged": plan.unchanged,
+                    **counts,
                 }
                 if not self._dry_run:
                     # The ledger's confirmed rows: what the list holds, for the match rate.

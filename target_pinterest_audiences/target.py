@@ -40,7 +40,9 @@ from target_pinterest_audiences.config import (
     Settings,
     cross_field_problems,
     schema_problems,
+    unknown_key_warnings,
 )
+from target_pinterest_audiences.config_files import ConfigFileError, read_config_files
 from target_pinterest_audiences.customer_lists import CustomerLists
 from target_pinterest_audiences.errors import InputError, TargetError, TerminationRequestedError
 from target_pinterest_audiences.ledger import SCHEMA_VERSION, open_ledger
@@ -162,6 +164,8 @@ class TargetPinterestAudiences(Target):
         """Schema plus cross-field rules, with messages that never echo a value."""
         schema = copy.deepcopy(self.config_jsonschema)
         self.append_builtin_config(schema)
+        for warning in unknown_key_warnings(self.config, schema["properties"]):
+            self.logger.warning("%s", warning)
         errors = schema_problems(self.config, schema) + cross_field_problems(self.config)
         if errors and raise_errors:
             raise ConfigValidationError("Config validation failed", errors=errors, schema=schema)
@@ -467,6 +471,18 @@ class TargetPinterestAudiences(Target):
         return 1 if mirror_run else 0
 
     @classmethod
+    def cb_config(
+        cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]
+    ) -> _ConfigInput:
+        """Read ``--config`` files; a missing or broken one is a one-line error, exit 1."""
+        try:
+            config, parse_env = read_config_files(value)
+        except ConfigFileError as exc:
+            cls.logger.error("%s", exc)
+            sys.exit(1)
+        return _ConfigInput(config=config, parse_env=parse_env)
+
+    @classmethod
     def get_singer_command(cls) -> click.Command:
         """The SDK's command, plus the two checks a CI pipeline runs before a deploy."""
         command = super().get_singer_command()
@@ -533,6 +549,8 @@ class TargetPinterestAudiences(Target):
             config.update(cls._env_var_config)
         schema = copy.deepcopy(cls.config_jsonschema)
         cls.append_builtin_config(schema)
+        for warning in unknown_key_warnings(config, schema["properties"]):
+            print(f"WARN {warning}")
         problems = config_problems(config, schema)
         for problem in problems:
             print(f"FAIL {problem}")

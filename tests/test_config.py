@@ -14,6 +14,7 @@ from target_pinterest_audiences.config import (
     api_url_problem,
     cross_field_problems,
     schema_problems,
+    unknown_key_warnings,
 )
 
 # Distinctive values that must never be echoed back in a message.
@@ -539,3 +540,42 @@ def test_settings_empty_paths_are_none() -> None:
     assert settings.reject_file is None
     assert settings.report_path is None
     assert settings.token_store_path is None
+
+
+# Unknown keys ---------------------------------------------------------------------------
+
+KNOWN = [*CONFIG_SCHEMA["properties"], "stream_maps", "stream_map_config", "faker_config"]
+
+
+@pytest.mark.parametrize(
+    ("key", "suggestion"),
+    [
+        ("records_per_requests", "records_per_request"),
+        ("acess_token", "access_token"),
+        ("max_removal_fractoin", "max_removal_fraction"),
+        ("ledger-path", "ledger_path"),
+        ("stream_map", "stream_maps"),
+        ("Sync_Mode", None),  # keys are case-sensitive; too far to guess
+        ("batch_size_rows", None),  # an SDK setting this target does not offer
+        ("colour", None),
+    ],
+)
+def test_an_unknown_key_is_named_with_the_closest_known_key(
+    key: str, suggestion: str | None
+) -> None:
+    (warning,) = unknown_key_warnings({**VALID, key: SECRET_TOKEN}, KNOWN)
+    expected = f"config['{key}'] is not a setting of this target and is ignored"
+    if suggestion:
+        expected += f"; did you mean '{suggestion}'?"
+    assert warning == expected
+    assert SECRET_TOKEN not in warning
+
+
+def test_known_keys_get_no_warning() -> None:
+    config = dict.fromkeys(KNOWN, None)
+    assert unknown_key_warnings(config, KNOWN) == []
+
+
+def test_every_unknown_key_gets_a_warning_in_order() -> None:
+    warnings = unknown_key_warnings({"zeta": 1, "alpha": 2, **VALID}, KNOWN)
+    assert [w.split("'")[1] for w in warnings] == ["alpha", "zeta"]

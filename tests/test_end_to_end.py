@@ -8,6 +8,7 @@ with, computed here independently from the raw identifiers.
 from __future__ import annotations
 
 import re
+import subprocess
 from pathlib import Path
 
 import pytest
@@ -27,6 +28,7 @@ from support import (
     schema,
     sha,
     state,
+    target_command,
 )
 
 # Every test here runs the installed console script as a subprocess.
@@ -172,6 +174,84 @@ def test_invalid_config_names_the_key_and_sends_nothing(emulator: Emulator, tmp_
     assert "config['ad_account_id']" in run.stderr
     assert secret not in run.output
     assert emulator.counters()["total_requests"] == 0
+
+
+def test_a_misspelled_setting_is_named_with_the_likely_key_and_the_run_goes_on(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    config = emulator_config(emulator, records_per_requests=1, totally_unknown=True)
+    emails = [f"user{n}@example.com" for n in range(3)]
+
+    run = run_target(
+        tmp_path,
+        config,
+        [schema("vip", "email")] + [record("vip", email=email) for email in emails],
+    )
+
+    assert run.returncode == 0, run.stderr
+    warnings = [line for line in run.stderr.splitlines() if "| WARNING" in line]
+    assert any(
+        line.endswith(
+            "config['records_per_requests'] is not a setting of this target and is ignored; "
+            "did you mean 'records_per_request'?"
+        )
+        for line in warnings
+    ), warnings
+    assert any(
+        line.endswith("config['totally_unknown'] is not a setting of this target and is ignored")
+        for line in warnings
+    ), warnings
+    assert members_by_name(emulator) == {"vip": {sha(email) for email in emails}}
+    # The misspelled key was ignored: the default request size sent all three at once.
+    assert [e["record_count"] for e in emulator.requests() if e["record_count"]] == [3]
+
+
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (None, "does not exist"),
+        ("", "is not valid JSON: Expecting value at line 1, column 1"),
+        (
+            '{"ad_account_id": "1",\n  "access_token": "sEcReT-in-a-broken-file",}',
+            "is not valid JSON: Expecting property name enclosed in double quotes at line 2, "
+            "column 45",
+        ),
+        ('["ad_account_id"]', "must hold a JSON object of settings, not an array"),
+        (b"\xff\xfe{}", "is not UTF-8 text"),
+        ("directory", "is a directory, not a JSON file"),
+    ],
+    ids=["missing", "empty", "trailing-comma", "array", "not-utf8", "directory"],
+)
+@pytest.mark.parametrize("flag", [None, "--validate-config"])
+def test_a_missing_or_broken_config_file_is_a_one_line_error(
+    tmp_path: Path, content: str | bytes | None, message: str, flag: str | None
+) -> None:
+    path = tmp_path / "config.json"
+    if content == "directory":
+        path.mkdir()
+    elif isinstance(content, bytes):
+        path.write_bytes(content)
+    elif content is not None:
+        path.write_text(content, encoding="utf-8")
+
+    completed = subprocess.run(
+        [*target_command(), "--config", str(path), *([flag] if flag else [])],
+        input="",
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+    )
+
+    assert completed.returncode == 1
+    lines = completed.stderr.splitlines()
+    assert lines[-1].endswith(
+        f"| ERROR    | target-pinterest-audiences     | config file {path} {message}"
+    ), completed.stderr
+    assert [line for line in lines if "| ERROR" in line] == lines[-1:]
+    assert "Traceback" not in completed.stderr
+    assert "sEcReT" not in completed.stderr + completed.stdout
+    assert completed.stdout == ""
 
 
 def test_missing_credentials_and_plain_http_to_a_remote_host_are_config_errors(

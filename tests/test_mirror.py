@@ -8,6 +8,7 @@ were sent.
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import sqlite3
@@ -19,6 +20,8 @@ from typing import Any
 import pytest
 
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
+from target_pinterest_audiences.mirror import SNAPSHOT_FOLDER_PREFIX
+from target_pinterest_audiences.scratch import ScratchDirectory
 
 from support import (
     AD_ACCOUNT,
@@ -162,6 +165,70 @@ def test_a_truncated_snapshot_trips_the_guard_and_removes_nobody(
     assert "Traceback" not in run.stderr
 
 
+def test_a_tripped_guard_applies_nothing_so_a_retry_trips_it_again(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    first = {"vip": users(*range(100))}
+    assert mirror_run(emulator, tmp_path, first)[0].returncode == 0
+    ledger_before = ledger_members(tmp_path)
+    # 60 of the 100 members left and 100 new ones joined: with the additions applied, a
+    # retry would measure 60 of 200 (30%) and pass. Nothing may be applied instead.
+    second = {"vip": users(*range(60, 100), *range(1000, 1100))}
+
+    for attempt in range(2):  # what every orchestrator does: retry the failed run
+        run, sent = mirror_run(emulator, tmp_path, second)
+
+        assert run.returncode == 1, f"attempt {attempt}: {run.stderr}"
+        assert "'vip' would lose 60 of its 100 members (60%)" in run.stderr
+        assert "no additions and no removals" in run.stderr
+        assert sent == {"CREATE": 0, "ADD": 0, "REMOVE": 0}
+        assert members_by_name(emulator) == {"vip": hashes(first["vip"])}
+        assert ledger_members(tmp_path) == ledger_before
+        assert run.state_lines == []
+        assert "Traceback" not in run.stderr
+
+    run, sent = mirror_run(emulator, tmp_path, second, max_removal_fraction=0.6)
+
+    assert run.returncode == 0, run.stderr
+    assert sent == {"CREATE": 0, "ADD": 100, "REMOVE": 60}
+    assert members_by_name(emulator) == {"vip": hashes(second["vip"])}
+    assert "mirror: 100 members before, 100 added, 60 removed, 40 unchanged, 140 after" in (
+        run.stderr
+    )
+
+
+def test_a_tripped_guard_on_one_audience_holds_back_every_audience(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    first = {"vip": users(*range(10)), "lapsed": users(*range(500, 510))}
+    assert mirror_run(emulator, tmp_path, first)[0].returncode == 0
+
+    # lapsed only grows; vip loses 8 of 10.
+    run, sent = mirror_run(
+        emulator, tmp_path, {"vip": users(0, 1), "lapsed": users(*range(500, 520))}
+    )
+
+    assert run.returncode == 1
+    assert "'vip' would lose 8 of its 10 members (80%)" in run.stderr
+    assert "'lapsed'" not in run.stderr.split("would lose")[1]
+    assert sent == {"CREATE": 0, "ADD": 0, "REMOVE": 0}
+    assert members_by_name(emulator) == {k: hashes(v) for k, v in first.items()}
+
+
+def test_a_dry_run_that_would_trip_the_guard_says_so_and_exits_0(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    assert mirror_run(emulator, tmp_path, {"vip": users(*range(10))})[0].returncode == 0
+
+    run, sent = mirror_run(emulator, tmp_path, {"vip": users(0, 20, 21)}, dry_run=True)
+
+    assert run.returncode == 0, run.stderr
+    assert "Dry run: " in run.stderr
+    assert "'vip' would lose 9 of its 10 members (90%)" in run.stderr
+    assert "mirror: 10 members before, 0 added, 0 removed, 10 unchanged, 10 after" in run.stderr
+    assert sent == {"CREATE": 0, "ADD": 0, "REMOVE": 0}
+
+
 def test_an_empty_snapshot_trips_the_guard(emulator: Emulator, tmp_path: Path) -> None:
     assert mirror_run(emulator, tmp_path, {"vip": users(*range(10))})[0].returncode == 0
 
@@ -277,6 +344,121 @@ def test_sigkill_during_a_mirror_run_then_rerun_converges(tmp_path: Path) -> Non
         assert rerun.returncode == 0, rerun.stderr
         assert members_by_name(emulator) == {"vip": hashes(target["vip"])}
         assert ledger_members(tmp_path) == {"vip": hashes(target["vip"])}
+
+
+def snapshot_folders(temp: Path) -> list[Path]:
+    return sorted(temp.glob("target-pinterest-audiences-*"))
+
+
+def wait_for_snapshot_folder(temp: Path) -> Path:
+    deadline = time.monotonic() + 30
+    while not snapshot_folders(temp):
+        assert time.monotonic() < deadline, "the run never made its snapshot folder"
+        time.sleep(0.02)
+    (folder,) = snapshot_folders(temp)
+    return folder
+
+
+def test_the_snapshot_folder_is_removed_on_every_exit_path(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    config = mirror_config(emulator, tmp_path)
+    members = {"vip": users(*range(20))}
+    outcomes = {}
+
+    outcomes["success"] = run_target(tmp_path, config, snapshot("segments", members), env=env)
+    outcomes["guard tripped"] = run_target(
+        tmp_path, config, snapshot("segments", {"vip": users(1)}), env=env
+    )
+    outcomes["bad input"] = run_target(
+        tmp_path, config, [*snapshot("segments", members)[:3], "not json"], env=env
+    )
+    store = tmp_path / "tokens.json"
+    store.write_text("not json")  # start-up fails after the snapshot folder was made
+    outcomes["start-up failure"] = run_target(
+        tmp_path,
+        {
+            **config,
+            "token_store_path": str(store),
+            "refresh_token": "r" * 10,
+            "client_id": "c",
+            "client_secret": "s" * 10,
+        },
+        snapshot("segments", members),
+        env=env,
+    )
+    config_path = tmp_path / "config-sigterm.json"
+    config_path.write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [*target_command(), "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert process.stdin is not None
+    process.stdin.write("".join(json.dumps(m) + "\n" for m in snapshot("segments", members)[:5]))
+    process.stdin.flush()
+    wait_for_snapshot_folder(temp)  # the folder exists while the run reads
+    process.send_signal(signal.SIGTERM)
+    process.wait(timeout=30)  # stdin stays open, as with a tap still running
+    _, stderr = process.communicate(timeout=30)
+    outcomes["SIGTERM"] = Run(process.returncode, "", stderr)
+
+    assert [run.returncode for run in outcomes.values()] == [0, 1, 1, 1, 1], {
+        name: run.stderr[-500:] for name, run in outcomes.items()
+    }
+    assert "Received signal" in outcomes["SIGTERM"].stderr, outcomes["SIGTERM"].stderr
+    assert "token_store_path" in outcomes["start-up failure"].stderr
+    for name, run in outcomes.items():
+        assert "Traceback" not in run.stderr, name
+    assert list(temp.iterdir()) == []
+
+
+def test_a_killed_runs_snapshot_folder_is_removed_by_the_next_run_but_a_live_ones_is_kept(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    env = {"TMPDIR": str(temp)}
+    config = mirror_config(emulator, tmp_path)
+    config_path = tmp_path / "config-sigkill.json"
+    config_path.write_text(json.dumps(config))
+    process = subprocess.Popen(
+        [*target_command(), "--config", str(config_path)],
+        stdin=subprocess.PIPE,
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, **env},
+    )
+    assert process.stdin is not None
+    process.stdin.write(json.dumps(schema("segments", "email")) + "\n")
+    process.stdin.flush()
+    killed = wait_for_snapshot_folder(temp)
+    process.send_signal(signal.SIGKILL)
+    process.communicate(timeout=30)
+    assert killed.is_dir()  # nobody could remove it
+    # A run that is alive right now (this test process) owns a folder with the same prefix.
+    live = ScratchDirectory(SNAPSHOT_FOLDER_PREFIX, temp)
+    an_hour_ago = time.time() - 3600
+    for folder in (killed, live.path):
+        os.utime(folder, (an_hour_ago, an_hour_ago))
+
+    try:
+        run = run_target(tmp_path, config, snapshot("segments", {"vip": users(*range(5))}), env=env)
+
+        assert run.returncode == 0, run.stderr
+        assert not killed.exists()
+        assert live.path.is_dir()
+        assert snapshot_folders(temp) == [live.path]
+        assert "Removed 1 temporary folder(s)" in run.stderr
+    finally:
+        live.close()
 
 
 def test_the_ledger_holds_no_raw_identifier(emulator: Emulator, tmp_path: Path) -> None:

@@ -102,6 +102,20 @@ def test_validate_config_accepts_a_dry_run_without_credentials(
     assert run.stdout == VALID_LINE + "\n"
 
 
+def test_validate_config_warns_about_a_misspelled_key_and_still_passes(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    config = {**emulator_config(emulator), "max_removal_fractoin": 0.9}
+
+    run = preflight(tmp_path, config, "--validate-config")
+
+    assert run.returncode == 0, run.output
+    assert run.stdout == (
+        "WARN config['max_removal_fractoin'] is not a setting of this target and is ignored; "
+        "did you mean 'max_removal_fraction'?\n" + VALID_LINE + "\n"
+    )
+
+
 @pytest.mark.parametrize("flag", ["--validate-config", "--check-connection"])
 def test_preflight_does_not_read_stdin(emulator: Emulator, tmp_path: Path, flag: str) -> None:
     config_path = tmp_path / "config.json"
