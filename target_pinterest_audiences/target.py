@@ -33,6 +33,7 @@ from singer_sdk.plugin_base import PluginBase, _ConfigInput
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_pinterest_audiences import redaction
+from target_pinterest_audiences.batch_files import BatchFiles
 from target_pinterest_audiences.client import ClientSettings, Pacer, PinterestClient, RetryPolicy
 from target_pinterest_audiences.config import (
     CONFIG_SCHEMA,
@@ -93,6 +94,7 @@ class TargetPinterestAudiences(Target):
     message_reader_class = NumberedSingerReader
     capabilities = [
         PluginCapabilities.ABOUT,
+        PluginCapabilities.BATCH,  # BATCH messages: see batch_files
         PluginCapabilities.STREAM_MAPS,
         PluginCapabilities.STRUCTURED_LOGGING,
     ]
@@ -288,6 +290,19 @@ class TargetPinterestAudiences(Target):
             for _, sink, _ in route.destinations:
                 sink.count_records()
             self._handle_max_record_age()
+
+    def _process_batch_message(self, message_dict: dict[str, Any]) -> None:
+        """BATCH: each record of the manifest's files takes the RECORD path (``batch_files``)."""
+        stream = message_dict.get("stream")
+        records = BatchFiles(message_dict, self._line_number)
+        for record in records:
+            try:
+                self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
+            except _INPUT_ERRORS as exc:  # name the file and line, not only the BATCH line
+                raise InputError(f"{exc} (in {records.position})") from None
+            signum = getattr(self.message_reader, "stop_signal", None)
+            if signum is not None:  # a batch can be long: stop between its records
+                raise TerminationRequestedError(signum)
 
     def _route(self, stream: object) -> _Route:
         """Where records of ``stream`` go; raises the SDK's errors for unknown streams."""
