@@ -86,6 +86,7 @@ def assert_stopped_cleanly(run: Any, *names: str) -> None:
 # End to end: the console script against the emulator ----------------------------------
 
 
+@pytest.mark.slow  # runs the console script
 def test_batch_files_of_an_sdk_tap_are_read_like_record_lines(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -127,6 +128,7 @@ def test_batch_files_of_an_sdk_tap_are_read_like_record_lines(
     assert TOKEN not in run.output
 
 
+@pytest.mark.slow  # runs the console script
 @pytest.mark.parametrize(
     ("gzipped", "declared"),
     [(False, None), (False, "none"), (True, None), (False, "gzip")],
@@ -148,6 +150,7 @@ def test_compression_is_recognized_from_the_file_not_the_message(
     assert members_by_name(emulator) == {STREAM: {sha(e) for e in users}}
 
 
+@pytest.mark.slow  # runs the console script
 def test_a_plain_path_in_the_manifest_is_read(emulator: Emulator, tmp_path: Path) -> None:
     path = tmp_path / "users.jsonl"
     write_lines(path, [json.dumps({"email": "path@example.com"})])
@@ -160,6 +163,7 @@ def test_a_plain_path_in_the_manifest_is_read(emulator: Emulator, tmp_path: Path
     assert members_by_name(emulator) == {STREAM: {sha("path@example.com")}}
 
 
+@pytest.mark.slow  # runs the console script
 def test_stream_maps_apply_to_batch_records(emulator: Emulator, tmp_path: Path) -> None:
     manifest = sdk_batches(
         tmp_path, [{"user_email": "mapped@example.com", "segment": "vip"}], batch_size=10
@@ -182,6 +186,7 @@ def test_stream_maps_apply_to_batch_records(emulator: Emulator, tmp_path: Path) 
     assert members_by_name(emulator) == {"vip": {sha("mapped@example.com")}}
 
 
+@pytest.mark.slow  # runs the console script
 def test_a_mirror_snapshot_in_batch_files(emulator: Emulator, tmp_path: Path) -> None:
     config = emulator_config(
         emulator, sync_mode="mirror", ledger_path=str(tmp_path / "ledger.sqlite3")
@@ -193,6 +198,7 @@ def test_a_mirror_snapshot_in_batch_files(emulator: Emulator, tmp_path: Path) ->
         assert members_by_name(emulator) == {STREAM: {sha(e) for e in members}}
 
 
+@pytest.mark.slow  # runs the console script
 @pytest.mark.parametrize(
     ("kind", "message"),
     [
@@ -254,6 +260,7 @@ def test_a_file_that_cannot_be_read_stops_the_run_after_delivering_what_came_bef
     assert_contract_kept(emulator)
 
 
+@pytest.mark.slow  # runs the console script
 def test_a_batch_record_missing_its_key_property_names_the_file_and_line(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -279,6 +286,7 @@ def test_a_batch_record_missing_its_key_property_names_the_file_and_line(
     assert members_by_name(emulator) == {STREAM: {sha("keyed@example.com")}}
 
 
+@pytest.mark.slow  # runs the console script
 def test_sigterm_during_a_long_batch_stops_between_its_records(
     emulator: Emulator, tmp_path: Path
 ) -> None:
@@ -318,6 +326,7 @@ def test_sigterm_during_a_long_batch_stops_between_its_records(
     assert [json.loads(line) for line in stdout.splitlines()] == [{"bookmarks": {STREAM: "before"}}]
 
 
+@pytest.mark.slow  # runs the console script
 @pytest.mark.parametrize(
     ("message", "expected"),
     [
@@ -344,6 +353,7 @@ def test_a_batch_message_the_target_cannot_read_stops_naming_the_stream(
     assert members_by_name(emulator) == {STREAM: {sha("before@example.com")}}
 
 
+@pytest.mark.slow  # runs the console script
 def test_a_batch_before_its_schema_stops_like_a_record_would(
     emulator: Emulator, tmp_path: Path
 ) -> None:

@@ -62,6 +62,7 @@ def test_a_folder_is_removed_when_its_object_is_dropped(tmp_path: Path) -> None:
     assert not path.exists()  # the object died at once (no reference kept)
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_folder_is_removed_when_the_interpreter_exits_without_close(tmp_path: Path) -> None:
     code = (
         "import sys\n"
@@ -74,6 +75,7 @@ def test_a_folder_is_removed_when_the_interpreter_exits_without_close(tmp_path: 
     assert list(tmp_path.iterdir()) == []
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_folder_of_a_killed_run_is_removed(tmp_path: Path) -> None:
     stale = killed_owner_folder(tmp_path)
     age(stale)
@@ -92,6 +94,7 @@ def test_a_live_owners_folder_is_never_removed(tmp_path: Path) -> None:
         live.close()
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_live_owners_folder_in_another_process_is_never_removed(tmp_path: Path) -> None:
     code = (
         "import sys, time\n"
@@ -117,6 +120,7 @@ def test_a_live_owners_folder_in_another_process_is_never_removed(tmp_path: Path
     assert not folder.exists()  # its owner removed it on the way out
 
 
+@pytest.mark.slow  # starts a Python process
 def test_a_young_folder_is_left_alone_even_if_unlocked(tmp_path: Path) -> None:
     # Its owner may be between creating it and taking the lock.
     stale = killed_owner_folder(tmp_path)
@@ -124,6 +128,7 @@ def test_a_young_folder_is_left_alone_even_if_unlocked(tmp_path: Path) -> None:
     assert stale.is_dir()
 
 
+@pytest.mark.slow  # starts a Python process
 @pytest.mark.parametrize("kind", ["no-lock-file", "other-prefix", "a-file"])
 def test_what_is_not_provably_ours_and_stale_is_left_alone(tmp_path: Path, kind: str) -> None:
     if kind == "no-lock-file":  # e.g. made by an older version: its owner is unknown
@@ -144,6 +149,7 @@ def test_an_unreadable_temp_directory_is_not_an_error(tmp_path: Path) -> None:
     assert remove_stale(PREFIX, tmp_path / "missing") == []
 
 
+@pytest.mark.slow  # starts a Python process
 def test_removing_stale_folders_is_logged(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
     age(killed_owner_folder(tmp_path))
     with caplog.at_level("INFO", logger=scratch.__name__):
