@@ -9,15 +9,24 @@ for the module; each test gets its own database, slot and emulator.
 First the world the loader must handle: what tap-postgres emits in LOG_BASED mode, in
 particular that a DELETE under the default replica identity arrives as the row's key only,
 plus ``_sdc_deleted_at``, which no identifier-based sync can act on.
+
+Then the README's two recipes, run as written (their YAML is read from README.md and added
+to the project under their own plugin names, inheriting the tap's connection settings):
+log-based replication and incremental replication with soft deletes, each with the loader
+in ``sync_mode: upsert``. The expected membership is computed by the test from the table's
+rows (normalized and hashed with hashlib), and the emulator's request log proves that each
+run sent exactly the identifiers whose presence in a list changed.
 """
 
 from __future__ import annotations
 
 import json
 import os
-import shutil
+import re
 import subprocess
+import textwrap
 import uuid
+from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -28,13 +37,24 @@ import pytest
 import yaml
 from postgres_server import PostgresServer
 
+from target_pinterest_audiences.emulator import Emulator
+
+from support import TOKEN, assert_contract_kept, lists_by_name, members_by_name, sha
+
 # Real Meltano and tap-postgres against the logical-replication server.
 pytestmark = pytest.mark.meltano
 
 REPO = Path(__file__).resolve().parents[1]
 MELTANO = REPO / ".venv-meltano" / "bin" / "meltano"
 PROJECT_TEMPLATE = Path(__file__).resolve().parent / "cdc_project" / "meltano.yml"
+README = REPO / "README.md"
+TAP = "tap-postgres"
 LOADER = "target-pinterest-audiences"
+LOG_BASED_RECIPE = "Recipe: log-based replication (CDC) with tap-postgres"
+INCREMENTAL_RECIPE = "Recipe: incremental replication with soft deletes"
+# Each recipe's plugins join the project under these names (inheriting the tap's connection
+# settings and the loader's definition), so the recipes keep their own state and config.
+RECIPE_PLUGINS = {LOG_BASED_RECIPE: "cdc", INCREMENTAL_RECIPE: "incremental"}
 # tap-postgres refuses to start without a password; the test server trusts 127.0.0.1.
 PASSWORD = "not-checked-by-the-test-server"
 # Variables that would steer Meltano or a plugin from the caller's environment.
@@ -63,6 +83,40 @@ def repository_loader() -> dict[str, Any]:
     definition = {k: v for k, v in loader.items() if k != "config"}
     definition["pip_url"] = f"-e {REPO}"
     return definition
+
+
+def readme_section(title: str) -> str:
+    """The text of one README section, from its heading to the next one."""
+    text = README.read_text(encoding="utf-8")
+    start = text.index(f"\n## {title}\n")
+    end = text.find("\n## ", start + 1)
+    return text[start : end if end != -1 else len(text)]
+
+
+def readme_blocks(title: str, language: str) -> list[str]:
+    """The section's fenced code blocks in ``language``, dedented (list items indent them)."""
+    fence = re.compile(rf"^( *)```{language}\n(.*?)^\1```", re.MULTILINE | re.DOTALL)
+    return [textwrap.dedent(m.group(2)) for m in fence.finditer(readme_section(title))]
+
+
+def recipe(title: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The tap-postgres entry and the loader entry of the recipe's (first) YAML block."""
+    document = yaml.safe_load(readme_blocks(title, "yaml")[0])
+    (extractor,) = document["plugins"]["extractors"]
+    (loader,) = document["plugins"]["loaders"]
+    assert extractor["name"] == TAP
+    assert loader["name"] == LOADER
+    return extractor, loader
+
+
+def recipe_plugins(title: str) -> tuple[dict[str, Any], dict[str, Any]]:
+    """The recipe's two entries as they join the test project: renamed, inheriting."""
+    extractor, loader = recipe(title)
+    suffix = RECIPE_PLUGINS[title]
+    return (
+        {**extractor, "name": f"{TAP}-{suffix}", "inherit_from": TAP},
+        {**loader, "name": f"{LOADER}-{suffix}", "inherit_from": LOADER},
+    )
 
 
 @dataclass
@@ -156,10 +210,13 @@ def project(tmp_path_factory: pytest.TempPathFactory) -> CdcProject:
             "Meltano in its own venv; these tests must not be skipped"
         )
     root = tmp_path_factory.mktemp("cdc-meltano-project")
-    shutil.copy(PROJECT_TEMPLATE, root / "meltano.yml")
     document = yaml.safe_load(PROJECT_TEMPLATE.read_text(encoding="utf-8"))
     (loader,) = document["plugins"]["loaders"]
     loader.update(repository_loader())
+    for title in RECIPE_PLUGINS:
+        extractor, recipe_loader = recipe_plugins(title)
+        document["plugins"]["extractors"].append(extractor)
+        document["plugins"]["loaders"].append(recipe_loader)
     (root / "meltano.yml").write_text(yaml.safe_dump(document, sort_keys=False), "utf-8")
     env = clean_environment()
     # Referenced by the project (strict_env_var_mode); each test sets its own values.
@@ -232,3 +289,352 @@ def test_log_based_tap_emits_a_delete_as_the_key_plus_sdc_deleted_at(
         assert isinstance(records[-1]["_sdc_lsn"], int)
     state = [m for m in messages if m["type"] == "STATE"][-1]["value"]
     assert state["bookmarks"]["public-users"]["replication_key"] == "_sdc_lsn"
+
+
+def test_a_stream_map_must_read_columns_with_record_get_on_log_based_streams(
+    project: CdcProject, source: Source
+) -> None:
+    """The log-based recipe's advice, checked: a map naming a column fails on a key-only
+    delete; the recipe's ``record.get(...)`` gives null there and the run succeeds."""
+    source.execute("CREATE TABLE users (id int PRIMARY KEY, email text, segment text)")
+    source.create_slot()
+    source.execute("INSERT INTO users VALUES (1, 'ann@example.com', 'vip')")
+    source.execute("DELETE FROM users WHERE id = 1")
+    recipe_maps = recipe(LOG_BASED_RECIPE)[0]["config"]["stream_maps"]["public-users"]
+    assert recipe_maps["audience_key"] == "record.get('segment')"
+
+    def invoke(audience_key: str) -> subprocess.CompletedProcess[str]:
+        maps = {"public-users": {"audience_key": audience_key, "segment": "__NULL__"}}
+        env = {**source.meltano_env(), "TAP_POSTGRES_WAL_STREAM_MAPS": json.dumps(maps)}
+        return project.meltano("invoke", "tap-postgres-wal", env=env)
+
+    naming_the_column = invoke("segment")
+    assert naming_the_column.returncode != 0
+    assert "MapExpressionError" in naming_the_column.stdout + naming_the_column.stderr
+
+    with_record_get = invoke(recipe_maps["audience_key"])
+    assert with_record_get.returncode == 0, with_record_get.stderr
+    records = records_of(singer_messages(with_record_get.stdout), "public-users")
+    assert [(r["id"], r.get("email"), r["audience_key"]) for r in records] == [
+        (1, "ann@example.com", "vip"),
+        (1, None, None),
+    ]
+    assert records[-1]["_sdc_deleted_at"] is not None
+
+
+# --- the README's recipes, end to end ---------------------------------------------------
+
+Membership = dict[str, frozenset[str]]
+
+
+def normalized_hash(email: str) -> str:
+    """How the target must hash an email (trim, lowercase, SHA-256), computed here."""
+    return sha(email.strip().lower())
+
+
+def model(rows: list[tuple[str | None, str | None]]) -> Membership:
+    """Each audience's members from (email, audience) pairs of live rows: the union."""
+    members: dict[str, set[str]] = {}
+    for email, audience in rows:
+        if email is not None and audience is not None:
+            members.setdefault(audience, set()).add(normalized_hash(email))
+    return {audience: frozenset(hashes) for audience, hashes in members.items()}
+
+
+def sent_since(emulator: Emulator, seq: int) -> Counter[tuple[str, str]]:
+    """Identifiers each acknowledged write after request ``seq`` carried, by (list, ADD or
+    REMOVE); creates count as ADD. From the emulator's own request log."""
+    names = {item["id"]: name for name, item in lists_by_name(emulator).items()}
+    sent: Counter[tuple[str, str]] = Counter()
+    for entry in emulator.requests():
+        if entry["seq"] <= seq or entry["operation_type"] is None:
+            continue
+        if entry["status"] is None or entry["status"] >= 300:
+            continue
+        if entry["operation_type"] == "CREATE":
+            sent[("(created)", "ADD")] += entry["record_count"]
+            continue
+        list_id = entry["path"].rstrip("/").rsplit("/", 1)[1]
+        sent[(names[list_id], entry["operation_type"])] += entry["record_count"]
+    return sent
+
+
+def last_seq(emulator: Emulator) -> int:
+    entries = emulator.requests()
+    return entries[-1]["seq"] if entries else 0
+
+
+def changes_between(before: Membership, after: Membership) -> Counter[tuple[str, str]]:
+    """What a run may send: per list, only the identifiers whose presence changed."""
+    expected: Counter[tuple[str, str]] = Counter()
+    for audience in before.keys() | after.keys():
+        old, new = before.get(audience, frozenset()), after.get(audience, frozenset())
+        if new - old:
+            expected[(audience, "ADD")] = len(new - old)
+        if old - new:
+            expected[(audience, "REMOVE")] = len(old - new)
+    return expected
+
+
+def assert_membership(emulator: Emulator, expected: Membership) -> None:
+    """Every list holds exactly the model's members (a list emptied by deletes: nobody)."""
+    actual = members_by_name(emulator)
+    assert set(expected) <= set(actual), "a list with members is missing"
+    assert {name: actual[name] for name in actual} == {
+        name: expected.get(name, frozenset()) for name in actual
+    }
+    assert_contract_kept(emulator)
+
+
+@dataclass
+class Pipeline:
+    """``meltano run`` of one recipe's tap and loader against one database and emulator."""
+
+    project: CdcProject
+    source: Source
+    emulator: Emulator
+    suffix: str
+    report_path: Path
+
+    @property
+    def loader(self) -> str:
+        return f"{LOADER}-{self.suffix}"
+
+    def env(self) -> dict[str, str]:
+        return {
+            **self.source.meltano_env(),
+            "PINTEREST_API_URL": self.emulator.url,
+            "TARGET_PINTEREST_AUDIENCES_ACCESS_TOKEN": TOKEN,
+            "TARGET_PINTEREST_AUDIENCES_REPORT_PATH": str(self.report_path),
+        }
+
+    def run(self) -> subprocess.CompletedProcess[str]:
+        return self.project.meltano(
+            "run", f"{TAP}-{self.suffix}", self.loader, env=self.env(), timeout=600
+        )
+
+    def ok(self) -> str:
+        completed = self.run()
+        output = completed.stdout + completed.stderr
+        assert completed.returncode == 0, f"meltano run failed:\n{output}"
+        return output
+
+    def report(self) -> dict[str, Any]:
+        return json.loads(self.report_path.read_text(encoding="utf-8"))
+
+
+@pytest.fixture
+def pipeline_for(project: CdcProject, source: Source, emulator: Emulator, tmp_path: Path) -> Any:
+    """A recipe's pipeline; the recipes' ledger file is removed first (each test has a new
+    emulator, so lists a previous test's ledger remembers do not exist here)."""
+
+    def make(title: str) -> Pipeline:
+        ledger = recipe(title)[1]["config"]["ledger_path"]
+        ledger_path = Path(ledger.replace("$MELTANO_PROJECT_ROOT", str(project.root)))
+        for leftover in ledger_path.parent.glob(ledger_path.name + "*"):
+            leftover.unlink()
+        return Pipeline(project, source, emulator, RECIPE_PLUGINS[title], tmp_path / "report.json")
+
+    return make
+
+
+LOG_BASED_TABLES = (
+    "CREATE TABLE users (id int PRIMARY KEY, email text, segment text, name text)",
+    "CREATE TABLE email_preferences (id int PRIMARY KEY, email text, vip boolean, lapsed boolean)",
+)
+
+
+def log_based_model(source: Source) -> Membership:
+    """The membership the tables' rows say, read back from PostgreSQL: ``users.segment``
+    names a row's audience; each true flag of ``email_preferences`` is one."""
+    rows = source.query("SELECT email, segment FROM users")
+    for email, vip, lapsed in source.query("SELECT email, vip, lapsed FROM email_preferences"):
+        rows += [(email, "vip")] if vip else []
+        rows += [(email, "lapsed")] if lapsed else []
+    return model(rows)
+
+
+def test_log_based_recipe_deletes_updates_and_moves_reach_pinterest(
+    pipeline_for: Any, source: Source, emulator: Emulator
+) -> None:
+    """The issue's CDC pipeline: wal2json, tap-postgres LOG_BASED, the loader upserting."""
+    source.execute(
+        *LOG_BASED_TABLES,
+        "INSERT INTO users VALUES (1, 'ann@example.com', 'vip', 'Ann'), "
+        "(2, 'bob@example.com', 'vip', 'Bob'), (3, 'dup@example.com', 'vip', 'Dup'), "
+        "(4, ' DUP@example.com', 'vip', 'Dup too'), (5, 'eve@example.com', 'newsletter', 'Eve'), "
+        "(6, 'gus@example.com', 'lapsed', 'Gus')",
+        "INSERT INTO email_preferences VALUES (10, 'gus@example.com', false, true), "
+        "(11, 'hal@example.com', true, null)",
+    )
+    (create_slot,) = readme_blocks(LOG_BASED_RECIPE, "sql")
+    source.execute(create_slot)
+    pipeline = pipeline_for(LOG_BASED_RECIPE)
+
+    # Run 1: the first run reads every current row (auto_bootstrap_log_based).
+    before = log_based_model(source)
+    assert before == model(
+        [
+            ("ann@example.com", "vip"),
+            ("bob@example.com", "vip"),
+            ("dup@example.com", "vip"),
+            ("hal@example.com", "vip"),
+            ("eve@example.com", "newsletter"),
+            ("gus@example.com", "lapsed"),
+        ]
+    )
+    pipeline.ok()
+    assert_membership(emulator, before)
+    assert sum(sent_since(emulator, 0).values()) == sum(map(len, before.values()))
+
+    # The application changes rows; each statement is its own transaction.
+    for statement in [
+        "UPDATE users SET email = 'Ann.New@Example.com' WHERE id = 1",  # email changes
+        "UPDATE users SET segment = 'newsletter' WHERE id = 2",  # moves to another audience
+        "DELETE FROM users WHERE id = 3",  # key-only delete; row 4 still has the email
+        "UPDATE users SET name = 'Dee' WHERE id = 4",  # no identifier or audience change
+        "DELETE FROM users WHERE id = 5",  # eve leaves newsletter
+        "DELETE FROM users WHERE id = 6",  # gus stays in lapsed through email_preferences
+        "INSERT INTO users VALUES (7, 'fay@example.com', 'newsletter', 'Fay')",
+        "INSERT INTO users VALUES (8, 'kit@example.com', 'vip', 'Kit')",
+        "DELETE FROM users WHERE id = 8",  # inserted and deleted between two runs
+        "UPDATE email_preferences SET vip = false WHERE id = 11",  # hal leaves vip
+        "INSERT INTO email_preferences VALUES (12, 'ivy@example.com', true, false)",
+    ]:
+        source.execute(statement)
+    after = log_based_model(source)
+    assert changes_between(before, after) == Counter(
+        {
+            ("vip", "ADD"): 2,  # ann.new, ivy
+            ("vip", "REMOVE"): 3,  # ann, bob, hal
+            ("newsletter", "ADD"): 2,  # bob, fay
+            ("newsletter", "REMOVE"): 1,  # eve
+        }
+    )
+
+    # Run 2: exactly the changes, nothing for unchanged rows or for the row 8 round trip.
+    seq = last_seq(emulator)
+    pipeline.ok()
+    assert_membership(emulator, after)
+    assert sent_since(emulator, seq) == changes_between(before, after)
+
+    # Run 3, nothing changed: nothing sent.
+    seq = last_seq(emulator)
+    pipeline.ok()
+    assert_membership(emulator, after)
+    assert sent_since(emulator, seq) == Counter()
+
+
+def test_log_based_recipe_converges_after_a_failed_run_without_resending(
+    pipeline_for: Any, source: Source, emulator: Emulator
+) -> None:
+    """A run that fails half-way (Pinterest refuses the second write) leaves the old state
+    in Meltano; the next run reads the same changes again and sends only what is missing."""
+    source.execute(
+        *LOG_BASED_TABLES,
+        "INSERT INTO users VALUES (1, 'ann@example.com', 'vip', 'Ann'), "
+        "(2, 'bob@example.com', 'newsletter', 'Bob'), (3, 'cy@example.com', 'lapsed', 'Cy')",
+    )
+    (create_slot,) = readme_blocks(LOG_BASED_RECIPE, "sql")
+    source.execute(create_slot)
+    pipeline = pipeline_for(LOG_BASED_RECIPE)
+    pipeline.ok()
+    before = log_based_model(source)
+    assert_membership(emulator, before)
+
+    source.execute("DELETE FROM users WHERE id = 1")
+    source.execute("UPDATE users SET email = 'bob.new@example.com' WHERE id = 2")
+    source.execute("INSERT INTO users VALUES (4, 'dan@example.com', 'lapsed', 'Dan')")
+    after = log_based_model(source)
+    seq = last_seq(emulator)
+    emulator.configure_faults(
+        {
+            "rules": [
+                {
+                    "method": "PATCH",
+                    "path": r"/customer_lists/\w+$",
+                    "after": 1,
+                    "action": "error",
+                    "status": 403,
+                    "message": "Refused by the test",
+                }
+            ]
+        }
+    )
+    failed = pipeline.run()
+    assert failed.returncode != 0
+    emulator.configure_faults({"rules": []})
+    pipeline.ok()
+
+    assert_membership(emulator, after)
+    # Over both runs, each change was acknowledged once: none sent again after the crash.
+    assert sent_since(emulator, seq) == changes_between(before, after)
+
+
+CUSTOMERS_TABLE = (
+    "CREATE TABLE customers (id int PRIMARY KEY, email text NOT NULL, segment text NOT NULL, "
+    "updated_at timestamptz NOT NULL DEFAULT clock_timestamp(), deleted_at timestamptz)"
+)
+
+
+def incremental_model(source: Source) -> Membership:
+    """Live (not soft-deleted) customers, each in the audience its segment names."""
+    return model(source.query("SELECT email, segment FROM customers WHERE deleted_at IS NULL"))
+
+
+def test_incremental_recipe_soft_deletes_and_updates_reach_pinterest(
+    pipeline_for: Any, source: Source, emulator: Emulator
+) -> None:
+    """INCREMENTAL on updated_at, deleted_at mapped to _sdc_deleted_at, as the README says."""
+    source.execute(CUSTOMERS_TABLE, *readme_blocks(INCREMENTAL_RECIPE, "sql"))
+    source.execute(
+        "INSERT INTO customers (id, email, segment) VALUES (1, 'ann@example.com', 'vip'), "
+        "(2, 'bob@example.com', 'vip'), (3, 'dup@example.com', 'vip'), "
+        "(4, 'Dup@Example.com', 'vip'), (5, 'eve@example.com', 'newsletter'), "
+        "(6, 'gus@example.com', 'newsletter')",
+        "INSERT INTO customers (id, email, segment, deleted_at) "
+        "VALUES (7, 'old@example.com', 'vip', now())",  # deleted before the first run
+    )
+    pipeline = pipeline_for(INCREMENTAL_RECIPE)
+
+    before = incremental_model(source)
+    pipeline.ok()
+    assert_membership(emulator, before)
+    assert normalized_hash("old@example.com") not in members_by_name(emulator)["vip"]
+
+    for statement in [
+        "UPDATE customers SET email = 'ann.new@example.com' WHERE id = 1",
+        "UPDATE customers SET segment = 'newsletter' WHERE id = 2",
+        "UPDATE customers SET deleted_at = now() WHERE id = 3",  # row 4 still has the email
+        "UPDATE customers SET deleted_at = now() WHERE id = 5",  # eve leaves newsletter
+        "UPDATE customers SET deleted_at = now() WHERE id = 7",  # deleted again: nothing
+        "INSERT INTO customers (id, email, segment) VALUES (8, 'fay@example.com', 'vip')",
+    ]:
+        source.execute(statement)
+    after = incremental_model(source)
+    assert changes_between(before, after) == Counter(
+        {
+            ("vip", "ADD"): 2,  # ann.new, fay
+            ("vip", "REMOVE"): 2,  # ann, bob
+            ("newsletter", "ADD"): 1,  # bob
+            ("newsletter", "REMOVE"): 1,  # eve
+        }
+    )
+    seq = last_seq(emulator)
+    pipeline.ok()
+    assert_membership(emulator, after)
+    assert sent_since(emulator, seq) == changes_between(before, after)
+
+    # The tap reads the rows at its bookmark again (>=): the ledger sends nothing for them.
+    seq = last_seq(emulator)
+    pipeline.ok()
+    assert sent_since(emulator, seq) == Counter()
+
+    # An undelete brings the row back.
+    source.execute("UPDATE customers SET deleted_at = NULL WHERE id = 5")
+    undeleted = incremental_model(source)
+    assert changes_between(after, undeleted) == Counter({("newsletter", "ADD"): 1})
+    seq = last_seq(emulator)
+    pipeline.ok()
+    assert_membership(emulator, undeleted)
+    assert sent_since(emulator, seq) == changes_between(after, undeleted)
