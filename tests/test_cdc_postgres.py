@@ -397,8 +397,17 @@ class Pipeline:
     report_path: Path
 
     @property
+    def extractor(self) -> str:
+        return f"{TAP}-{self.suffix}"
+
+    @property
     def loader(self) -> str:
         return f"{LOADER}-{self.suffix}"
+
+    @property
+    def state_id(self) -> str:
+        """Meltano's state id for ``meltano run EXTRACTOR LOADER`` in the test environment."""
+        return f"test:{self.extractor}-to-{self.loader}"
 
     def env(self) -> dict[str, str]:
         return {
@@ -409,9 +418,7 @@ class Pipeline:
         }
 
     def run(self) -> subprocess.CompletedProcess[str]:
-        return self.project.meltano(
-            "run", f"{TAP}-{self.suffix}", self.loader, env=self.env(), timeout=600
-        )
+        return self.project.meltano("run", self.extractor, self.loader, env=self.env(), timeout=600)
 
     def ok(self) -> str:
         completed = self.run()
@@ -425,15 +432,20 @@ class Pipeline:
 
 @pytest.fixture
 def pipeline_for(project: CdcProject, source: Source, emulator: Emulator, tmp_path: Path) -> Any:
-    """A recipe's pipeline; the recipes' ledger file is removed first (each test has a new
-    emulator, so lists a previous test's ledger remembers do not exist here)."""
+    """A recipe's pipeline, starting afresh: each test has its own database, slot and
+    emulator, so a previous test's Meltano state (a log position in another database) and
+    ledger (lists of another emulator) are removed first."""
 
     def make(title: str) -> Pipeline:
+        pipeline = Pipeline(
+            project, source, emulator, RECIPE_PLUGINS[title], tmp_path / "report.json"
+        )
+        project.ok("state", "clear", "--force", pipeline.state_id)
         ledger = recipe(title)[1]["config"]["ledger_path"]
         ledger_path = Path(ledger.replace("$MELTANO_PROJECT_ROOT", str(project.root)))
         for leftover in ledger_path.parent.glob(ledger_path.name + "*"):
             leftover.unlink()
-        return Pipeline(project, source, emulator, RECIPE_PLUGINS[title], tmp_path / "report.json")
+        return pipeline
 
     return make
 
