@@ -453,6 +453,8 @@ def pipeline_for(project: CdcProject, source: Source, emulator: Emulator, tmp_pa
 LOG_BASED_TABLES = (
     "CREATE TABLE users (id int PRIMARY KEY, email text, segment text, name text)",
     "CREATE TABLE email_preferences (id int PRIMARY KEY, email text, vip boolean, lapsed boolean)",
+    # Its deletes carry the whole old row, flags and email included: still a delete.
+    "ALTER TABLE email_preferences REPLICA IDENTITY FULL",
 )
 
 
@@ -477,7 +479,7 @@ def test_log_based_recipe_deletes_updates_and_moves_reach_pinterest(
         "(4, ' DUP@example.com', 'vip', 'Dup too'), (5, 'eve@example.com', 'newsletter', 'Eve'), "
         "(6, 'gus@example.com', 'lapsed', 'Gus')",
         "INSERT INTO email_preferences VALUES (10, 'gus@example.com', false, true), "
-        "(11, 'hal@example.com', true, null)",
+        "(11, 'hal@example.com', true, null), (13, 'jon@example.com', true, false)",
     )
     (create_slot,) = readme_blocks(LOG_BASED_RECIPE, "sql")
     source.execute(create_slot)
@@ -491,6 +493,7 @@ def test_log_based_recipe_deletes_updates_and_moves_reach_pinterest(
             ("bob@example.com", "vip"),
             ("dup@example.com", "vip"),
             ("hal@example.com", "vip"),
+            ("jon@example.com", "vip"),
             ("eve@example.com", "newsletter"),
             ("gus@example.com", "lapsed"),
         ]
@@ -512,13 +515,14 @@ def test_log_based_recipe_deletes_updates_and_moves_reach_pinterest(
         "DELETE FROM users WHERE id = 8",  # inserted and deleted between two runs
         "UPDATE email_preferences SET vip = false WHERE id = 11",  # hal leaves vip
         "INSERT INTO email_preferences VALUES (12, 'ivy@example.com', true, false)",
+        "DELETE FROM email_preferences WHERE id = 13",  # arrives with vip = true: jon leaves
     ]:
         source.execute(statement)
     after = log_based_model(source)
     assert changes_between(before, after) == Counter(
         {
             ("vip", "ADD"): 2,  # ann.new, ivy
-            ("vip", "REMOVE"): 3,  # ann, bob, hal
+            ("vip", "REMOVE"): 4,  # ann, bob, hal, jon
             ("newsletter", "ADD"): 2,  # bob, fay
             ("newsletter", "REMOVE"): 1,  # eve
         }
