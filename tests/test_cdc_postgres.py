@@ -468,6 +468,17 @@ def log_based_model(source: Source) -> Membership:
     return model(rows)
 
 
+def log_based_live_rows(source: Source) -> Counter[str]:
+    """How many rows put someone in each audience (a row with two true flags: in both)."""
+    live: Counter[str] = Counter()
+    for (segment,) in source.query("SELECT segment FROM users WHERE email IS NOT NULL"):
+        live[segment] += 1
+    for vip, lapsed in source.query("SELECT vip, lapsed FROM email_preferences"):
+        live["vip"] += bool(vip)
+        live["lapsed"] += bool(lapsed)
+    return live
+
+
 def test_log_based_recipe_deletes_updates_and_moves_reach_pinterest(
     pipeline_for: Any, source: Source, emulator: Emulator
 ) -> None:
@@ -533,6 +544,24 @@ def test_log_based_recipe_deletes_updates_and_moves_reach_pinterest(
     pipeline.ok()
     assert_membership(emulator, after)
     assert sent_since(emulator, seq) == changes_between(before, after)
+    # The run report: every change read once, and per audience what upsert mode knows.
+    report = pipeline.report()
+    streams = {s["stream"]: s for s in report["streams"]}
+    assert (streams["public-users"]["records"], streams["public-users"]["deletes"]) == (9, 4)
+    preferences = streams["public-email_preferences"]
+    assert (preferences["records"], preferences["deletes"]) == (3, 1)
+    audiences = {a["audience"]: a for a in report["audiences"]}
+    # Rows deleted: those live in the audience after run 1 (vip: rows 3 and 13; newsletter:
+    # 5; lapsed: 6). Row 8 came and went between the runs: never a live row of the target.
+    for audience, rows_deleted in {"vip": 2, "newsletter": 1, "lapsed": 1}.items():
+        changed = changes_between(before, after)
+        assert audiences[audience]["added"] == changed[(audience, "ADD")]
+        assert audiences[audience]["removed"] == changed[(audience, "REMOVE")]
+        assert audiences[audience]["upsert"] == {
+            "live_rows": log_based_live_rows(source)[audience],
+            "rows_deleted": rows_deleted,
+            "members": len(after[audience]),
+        }
 
     # Run 3, nothing changed: nothing sent.
     seq = last_seq(emulator)
@@ -644,6 +673,8 @@ def test_incremental_recipe_soft_deletes_and_updates_reach_pinterest(
     # The tap reads the rows at its bookmark again (>=): the ledger sends nothing for them.
     seq = last_seq(emulator)
     pipeline.ok()
+    (stream,) = pipeline.report()["streams"]
+    assert stream["records"] == 1  # row 8, the newest updated_at: read again
     assert sent_since(emulator, seq) == Counter()
 
     # An undelete brings the row back.
