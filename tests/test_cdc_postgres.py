@@ -426,6 +426,10 @@ class Pipeline:
         assert completed.returncode == 0, f"meltano run failed:\n{output}"
         return output
 
+    def state(self) -> dict[str, Any]:
+        """The state Meltano stored for this pipeline (the tap's log position)."""
+        return json.loads(self.project.ok("state", "get", self.state_id))
+
     def report(self) -> dict[str, Any]:
         return json.loads(self.report_path.read_text(encoding="utf-8"))
 
@@ -606,8 +610,11 @@ def test_log_based_recipe_converges_after_a_failed_run_without_resending(
             ]
         }
     )
+    bookmark = pipeline.state()
     failed = pipeline.run()
     assert failed.returncode != 0
+    assert len(sent_since(emulator, seq)) == 1  # one write went through before the refusals
+    assert pipeline.state() == bookmark  # nothing confirmed: Meltano keeps run 1's position
     emulator.configure_faults({"rules": []})
     pipeline.ok()
 
