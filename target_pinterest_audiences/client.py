@@ -246,6 +246,28 @@ class PinterestClient:
                 session.close()
             self._sessions.clear()
 
+    def status_without_credentials(self, path: str) -> int:
+        """The HTTP status of one GET sent without a token (no retries).
+
+        Tells whether ``api_url`` answers at all while spending no token: a check that may
+        not refresh one still learns whether the network, DNS and TLS work.
+        """
+        settings = self._settings
+        try:
+            response = self._session().get(
+                f"{self.api_url}{path}",
+                timeout=(settings.connect_timeout_seconds, settings.read_timeout_seconds),
+            )
+        except (requests.ConnectionError, requests.Timeout) as exc:
+            _, failure = _network_failure(exc)
+            msg = (
+                f"GET {path}: could not reach Pinterest at {self.api_url} ({failure}): check "
+                "api_url and the network (DNS, proxy, firewall, TLS certificates)"
+            )
+            raise RetriesExhaustedError(msg) from exc
+        response.close()
+        return response.status_code
+
     def get(self, path: str, params: Mapping[str, Any] | None = None) -> dict[str, Any]:
         """GET a resource (reads are idempotent and always retried)."""
         return self.request("GET", path, params=params)

@@ -48,7 +48,11 @@ from target_pinterest_audiences.customer_lists import CustomerLists
 from target_pinterest_audiences.errors import InputError, TargetError, TerminationRequestedError
 from target_pinterest_audiences.ledger import SCHEMA_VERSION, open_ledger
 from target_pinterest_audiences.mirror import MirrorSync
-from target_pinterest_audiences.preflight import check_connection, config_problems
+from target_pinterest_audiences.preflight import (
+    check_connection,
+    config_problems,
+    config_warnings,
+)
 from target_pinterest_audiences.progress import ProgressLogger
 from target_pinterest_audiences.readback import read_back
 from target_pinterest_audiences.reader import NumberedSingerReader
@@ -573,11 +577,13 @@ class TargetPinterestAudiences(Target):
             print(f"Config is invalid: {len(problems)} problem(s).")
             return 1
         print("OK   config is valid")
-        if not connect:
-            return 0
         settings = Settings.from_config(config)
         for secret in settings.secrets():
             redactor.add_secret(secret)
+        for warning in config_warnings(settings):
+            print(redactor.scrub(str(warning)))
+        if not connect:
+            return 0
         checks = check_connection(settings)
         for check in checks:
             print(redactor.scrub(str(check)))

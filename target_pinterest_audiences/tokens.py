@@ -219,6 +219,12 @@ class TokenProvider:
                     "saved_at": time.time(),
                 }
             )
+        if new_refresh and str(new_refresh) != self._refresh_token and self._store is None:
+            logger.warning(
+                "Pinterest rotated the refresh token and token_store_path is not set: the "
+                "configured refresh_token no longer works, and the new one is lost when this "
+                "run ends, so the next run that must refresh will fail. Set token_store_path."
+            )
         if new_refresh:
             self._refresh_token = str(new_refresh)
         self._access_token = access_token
@@ -251,10 +257,35 @@ class TokenProvider:
                 self._save(self._unsaved)
 
 
+def token_store_warning(settings: Settings) -> str | None:
+    """Why refresh credentials without ``token_store_path`` will lock the user out, if so."""
+    if not settings.has_refresh_credentials or settings.token_store_path is not None:
+        return None
+    return (
+        "token_store_path is not set: Pinterest rotates the refresh token on every refresh "
+        "and the old one stops working, so after the first refresh the configured "
+        "refresh_token is dead and the new one is lost when the process ends (later runs "
+        "fail with 'Invalid refresh token'). Set token_store_path to a file that survives "
+        "between runs."
+    )
+
+
+def can_refresh_safely(settings: Settings) -> bool:
+    """Refreshing keeps the rotated refresh token (a store is configured)."""
+    return settings.has_refresh_credentials and settings.token_store_path is not None
+
+
 def provider_for(
-    settings: Settings, on_new_secret: Callable[[str], None] | None = None
+    settings: Settings,
+    on_new_secret: Callable[[str], None] | None = None,
+    *,
+    allow_refresh: bool = True,
 ) -> TokenProvider:
-    """The token provider the settings describe (access token, refresh trio, store)."""
+    """The token provider the settings describe (access token, refresh trio, store).
+
+    ``allow_refresh=False`` leaves the refresh credentials unused: a check must not spend
+    a refresh token whose rotated successor nothing would keep.
+    """
     app = (
         OAuthApp(
             client_id=str(settings.client_id),
@@ -262,7 +293,7 @@ def provider_for(
             refresh_token=str(settings.refresh_token),
             continuous_refresh=settings.continuous_refresh,
         )
-        if settings.has_refresh_credentials
+        if settings.has_refresh_credentials and allow_refresh
         else None
     )
     return TokenProvider(

@@ -396,7 +396,11 @@ def test_check_connection_with_refresh_credentials_reports_granted_scopes(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     config = emulator_config(
-        emulator, refresh_token=REFRESH_TOKEN, client_id=CLIENT_ID, client_secret=CLIENT_SECRET
+        emulator,
+        refresh_token=REFRESH_TOKEN,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        token_store_path=str(tmp_path / "tokens.json"),
     )
     config.pop("access_token")
 
@@ -404,6 +408,7 @@ def test_check_connection_with_refresh_credentials_reports_granted_scopes(
 
     assert run.returncode == 0, run.output
     assert fail_lines(run) == []
+    assert "WARN" not in run.stdout
     assert "OK   the refreshed token has scopes ads:read and ads:write" in ok_lines(run)
     assert_no_secret(run, REFRESH_TOKEN, CLIENT_SECRET, "pina_")
     calls = api_calls(emulator)
@@ -418,7 +423,11 @@ def test_check_connection_with_a_wrong_client_secret_fails_without_printing_it(
     emulator: Emulator, tmp_path: Path
 ) -> None:
     config = emulator_config(
-        emulator, refresh_token=SECRET_REFRESH, client_id=CLIENT_ID, client_secret=SECRET_CLIENT
+        emulator,
+        refresh_token=SECRET_REFRESH,
+        client_id=CLIENT_ID,
+        client_secret=SECRET_CLIENT,
+        token_store_path=str(tmp_path / "tokens.json"),
     )
     config.pop("access_token")
 
@@ -462,3 +471,137 @@ def test_check_connection_when_pinterest_is_unavailable_fails_in_bounded_time(
     assert set(calls) == {("GET", f"/ad_accounts/{AD_ACCOUNT}")}
     assert "Traceback" not in run.output
     assert_no_secret(run, TOKEN)
+
+
+# Rotating refresh tokens: a check never spends one that nothing keeps -------------------
+
+
+def refresh_trio_config(emulator: Emulator, **overrides: Any) -> dict[str, Any]:
+    """Refresh credentials only (the emulator rotates the refresh token, as Pinterest does)."""
+    config = emulator_config(
+        emulator,
+        refresh_token=REFRESH_TOKEN,
+        client_id=CLIENT_ID,
+        client_secret=CLIENT_SECRET,
+        **overrides,
+    )
+    config.pop("access_token")
+    return config
+
+
+def warn_lines(run: Run) -> list[str]:
+    return [line for line in run.stdout.splitlines() if line.startswith("WARN")]
+
+
+def token_refreshes(emulator: Emulator) -> int:
+    return int(emulator.counters()["requests_by_route"].get("POST /oauth/token", 0))
+
+
+def sync_one_member(emulator: Emulator, tmp_path: Path, config: dict[str, Any]) -> Run:
+    messages: list[dict[str, Any] | str] = [
+        schema("vip", "email"),
+        {"type": "RECORD", "stream": "vip", "record": {"email": "ann@example.com"}},
+    ]
+    return run_target(tmp_path, config, messages)
+
+
+def test_validate_config_warns_that_refresh_tokens_without_a_store_are_lost(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    run = preflight(tmp_path, refresh_trio_config(emulator), "--validate-config")
+
+    assert run.returncode == 0, run.output
+    assert ok_lines(run) == [VALID_LINE]
+    (warning,) = warn_lines(run)
+    assert "token_store_path is not set" in warning
+    assert "rotates the refresh token" in warning
+    assert emulator.counters()["total_requests"] == 0
+    assert_no_secret(run, REFRESH_TOKEN, CLIENT_SECRET)
+
+
+def test_two_checks_and_a_sync_without_a_token_store_leave_the_refresh_token_usable(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    config = refresh_trio_config(emulator)
+
+    checks = [preflight(tmp_path, config, "--check-connection") for _ in range(2)]
+
+    for run in checks:
+        assert run.returncode == 0, run.output
+        assert fail_lines(run) == []
+        assert any("token_store_path" in line for line in warn_lines(run))
+        assert f"OK   Pinterest API at {emulator.url} answers" in run.stdout
+        assert "NOT CHECKED the refresh credentials, the ad account" in run.stdout
+        assert_no_secret(run, REFRESH_TOKEN, CLIENT_SECRET)
+    assert token_refreshes(emulator) == 0  # the configured refresh token was not spent
+
+    synced = sync_one_member(emulator, tmp_path, config)
+
+    assert synced.returncode == 0, synced.stderr
+    assert token_refreshes(emulator) == 1
+    assert "token_store_path is not set" in synced.stderr  # the rotated token dies with it
+
+
+def test_a_check_without_a_store_uses_the_access_token_and_never_refreshes(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    config = {**refresh_trio_config(emulator), "access_token": TOKEN}
+
+    run = preflight(tmp_path, config, "--check-connection")
+
+    assert run.returncode == 0, run.output
+    assert any("token accepted" in line for line in ok_lines(run))
+    assert "NOT CHECKED refresh_token, client_id and client_secret" in run.stdout
+    emulator.expire_tokens()  # the access token dies: still no refresh from a check
+    expired = preflight(tmp_path, config, "--check-connection")
+    assert expired.returncode == 0, expired.output
+    assert "the configured access_token was refused" in expired.stdout
+    assert token_refreshes(emulator) == 0
+
+
+def test_two_checks_and_a_sync_with_a_token_store_keep_rotating_safely(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    store = tmp_path / "tokens.json"
+    config = refresh_trio_config(emulator, token_store_path=str(store))
+
+    first = preflight(tmp_path, config, "--check-connection")
+    emulator.expire_tokens()  # the next check must refresh again, with the rotated token
+    second = preflight(tmp_path, config, "--check-connection")
+
+    for run in (first, second):
+        assert run.returncode == 0, run.output
+        assert warn_lines(run) == []
+        assert "OK   the refreshed token has scopes ads:read and ads:write" in run.stdout
+    assert token_refreshes(emulator) == 2
+    rotated = json.loads(store.read_text(encoding="utf-8"))["refresh_token"]
+    assert rotated != REFRESH_TOKEN
+
+    emulator.expire_tokens()
+    synced = sync_one_member(emulator, tmp_path, config)
+
+    assert synced.returncode == 0, synced.stderr
+    assert token_refreshes(emulator) == 3
+    assert json.loads(store.read_text(encoding="utf-8"))["refresh_token"] not in {
+        REFRESH_TOKEN,
+        rotated,
+    }
+    assert_no_secret(synced, REFRESH_TOKEN, rotated)
+
+
+def test_a_check_without_a_token_still_tells_an_unreachable_api_url(tmp_path: Path) -> None:
+    config = {
+        "ad_account_id": AD_ACCOUNT,
+        "refresh_token": REFRESH_TOKEN,
+        "client_id": CLIENT_ID,
+        "client_secret": CLIENT_SECRET,
+        "api_url": "http://127.0.0.1:9/v5",  # nothing listens on the discard port
+    }
+
+    run = preflight(tmp_path, config, "--check-connection")
+
+    assert run.returncode == 1
+    (failure,) = fail_lines(run)
+    assert "could not reach Pinterest at http://127.0.0.1:9/v5" in failure
+    assert "connection refused" in failure
+    assert "check api_url" in failure
