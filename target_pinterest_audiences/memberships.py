@@ -4,8 +4,8 @@ A record is one user's membership in one or more audiences. Three layouts are ac
 tried in this order:
 
 1. Explicit form: the record has ``audience_key`` and/or ``in_audience``. The audience is
-   ``audience_key`` (default: the stream name); ``in_audience`` (default true) says add or
-   remove.
+   ``audience_key`` (without the field: the stream name; present but null: the record is
+   skipped as ``audience_key_null``); ``in_audience`` (default true) says add or remove.
 2. Engage form (Segment Engage identify traits): every other top-level boolean property is
    an audience flag, ``{"email": "a@b.com", "order_completed_last_30days": true}``.
 3. Otherwise the record adds the user to the audience named after the stream.
@@ -36,6 +36,7 @@ MAX_AUDIENCE_NAME_LENGTH = 255
 NO_VALID_IDENTIFIER = "no_valid_identifier"
 IN_AUDIENCE_NOT_BOOLEAN = "in_audience_not_boolean"
 AUDIENCE_KEY_NOT_A_STRING = "audience_key_not_a_string"
+AUDIENCE_KEY_NULL = "audience_key_null"
 AUDIENCE_KEY_EMPTY = "audience_key_empty"
 AUDIENCE_KEY_TOO_LONG = "audience_key_too_long"
 AUDIENCE_KEY_CONTROL_CHARACTERS = "audience_key_control_characters"
@@ -162,8 +163,13 @@ def hash_identifiers(record: dict[str, object]) -> tuple[list[str], list[str]]:
 def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[str, bool]] | str:
     """Read the audience changes a record asks for, or return the reason it cannot be used."""
     if AUDIENCE_KEY in record or IN_AUDIENCE in record:
-        key = record.get(AUDIENCE_KEY)
-        if key is None:
+        if AUDIENCE_KEY in record:
+            key = record[AUDIENCE_KEY]
+            if key is None:
+                # A column that is there but empty names no audience: falling back to the
+                # stream's name would fill a list nobody asked for (public-audience_members).
+                return AUDIENCE_KEY_NULL
+        else:
             key = stream_name
         member = record.get(IN_AUDIENCE)
         if member is None:

@@ -118,6 +118,18 @@ class RunReport:
         self.lock = threading.Lock()
         self.audiences: dict[str, AudienceReport] = {}
         self.streams: dict[str, StreamReport] = {}
+        self.error: str | None = None
+        """Why the run failed (redacted), or None while it has not."""
+
+    @property
+    def outcome(self) -> str:
+        """``succeeded`` or ``failed``: a failed run's counts never read as a success."""
+        return "failed" if self.error is not None else "succeeded"
+
+    def failed(self, message: str) -> None:
+        """Mark the run failed, keeping the first reason (later ones follow from it)."""
+        if self.error is None:
+            self.error = message
 
     def audience(self, name: str) -> AudienceReport:
         """The counters of ``name``, created on first use."""
@@ -157,7 +169,7 @@ class RunReport:
                 f"{verb}remove {audience.removed}, {verb}send {audience.requests} requests"
             )
             if audience.already_absent:
-                line += f", {audience.already_absent} removals not needed (no list yet)"
+                line += f", {audience.already_absent} removals not needed (never added to the list)"
             if audience.skipped:
                 line += f", skipped {_counts(audience.skipped)}"
             if audience.identifiers_rejected:
@@ -186,6 +198,15 @@ class RunReport:
         lines.extend(self._advice())
         if not lines:
             lines.append("No records were read.")
+        if self.error is not None:
+            unacknowledged = sum(audience.failed for audience in self.audiences.values())
+            lines.append(
+                f"Run FAILED: {unacknowledged} identifier changes read were not acknowledged "
+                f"by Pinterest (counted as FAILED above): {self.error}"
+                if unacknowledged
+                else "Run FAILED (every identifier change read was acknowledged by "
+                f"Pinterest): {self.error}"
+            )
         return lines
 
     def _advice(self) -> list[str]:
@@ -210,6 +231,8 @@ class RunReport:
     def to_dict(self) -> dict[str, Any]:
         """The whole report, JSON-ready."""
         return {
+            "outcome": self.outcome,
+            "error": self.error,
             "dry_run": self.dry_run,
             "streams": [stream.to_dict() for stream in self.streams.values()],
             "audiences": [audience.to_dict() for audience in self.audiences.values()],

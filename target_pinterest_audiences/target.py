@@ -470,11 +470,12 @@ class TargetPinterestAudiences(Target):
         if mirror_run and self.mirror is not None:
             # Half a snapshot is not a snapshot: applying it would remove everyone not
             # read yet. The next run starts over from the full snapshot.
-            self.logger.error(
-                "Received signal %d during a mirror run: stopping without applying it%s",
-                signum,
-                "" if not self.mirror.started else " (part of the difference was sent)",
+            message = (
+                f"Received signal {signum} during a mirror run: stopping without applying it"
+                + ("" if not self.mirror.started else " (part of the difference was sent)")
             )
+            self.logger.error("%s", message)
+            self.run_report.failed(message)
         else:
             self.logger.info("Received signal %d: sending what was read, then stopping", signum)
         try:
@@ -484,6 +485,7 @@ class TargetPinterestAudiences(Target):
             self.drain_all(is_endofpipe=True)
         except Exception as exc:  # report and exit non-zero whatever went wrong
             self.logger.error("Stopping after signal %d failed: %s", signum, exc)
+            self.run_report.failed(self.redactor.scrub(f"stopping after signal {signum}: {exc}"))
             self.finish()
             return 1
         self.finish()
@@ -605,6 +607,8 @@ class TargetPinterestAudiences(Target):
             else:
                 if self._latest_state and not self._mirror_streams:
                     super()._write_state_message(copy.deepcopy(self._latest_state))
+        message = f"unexpected {type(exc).__name__}: {exc}" if unexpected else str(exc)
+        self.run_report.failed(self.redactor.scrub(message))
         if self._mirror_streams and self.mirror is not None and not self.mirror.applied:
             self.logger.error(
                 "The mirror run did not complete%s",

@@ -12,6 +12,10 @@ users is still in flight for that list. A list being created holds other request
 until it has an id. Waiting requests queue per list; the reading thread never waits for a
 list, only for a free slot.
 
+A list that does not exist yet has nobody to remove: REMOVEs before it exists are not sent,
+and for a list created in this run only the users this run may have added to it are
+removed (a compact filter, ``bloom``, remembers them). Both count as "removals not needed".
+
 Nothing is acknowledged until Pinterest said 2xx. :meth:`Uploader.flush` sends what is
 pending and waits for every request; the target calls it before emitting STATE, which is
 what makes state at-least-once.
@@ -26,6 +30,7 @@ from collections.abc import Callable, Iterable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 
+from target_pinterest_audiences.bloom import DigestFilter
 from target_pinterest_audiences.customer_lists import (
     CustomerLists,
     ListRef,
@@ -83,6 +88,8 @@ class _AudienceState:
     resolved: bool = False
     list_id: str | None = None
     creating: bool = False
+    # For a list this run creates: who was added to it, so that nobody else is removed.
+    added: DigestFilter | None = None
     # Requests that must wait for an earlier one (see Uploader._submit), in order.
     queue: deque[tuple[Operation, list[str]]] = field(default_factory=deque)
 
@@ -157,9 +164,36 @@ class Uploader:
         self._raise_if_failed()
 
     def close(self) -> None:
-        """Stop the request threads (after a flush, or when giving up)."""
+        """Stop the request threads (after a flush, or when giving up).
+
+        Whatever was read and is not acknowledged by now never will be in this run: still
+        pending, queued, or in a request that was cancelled. It is counted as failed, so a
+        run that stopped early never reports fewer failures than it had.
+        """
         if self._executor is not None:
             self._executor.shutdown(wait=True, cancel_futures=True)
+            self._count_unacknowledged()
+
+    def _count_unacknowledged(self) -> None:
+        with self._cond:
+            for state in self._audiences.values():
+                left = sum(len(pending) for pending in state.pending.values())
+                left += sum(len(records) for _, records in state.queue)
+                left += sum(
+                    len(task.records) - task.settled
+                    for tasks in state.inflight.values()
+                    for task in tasks
+                )
+                for pending in state.pending.values():
+                    pending.clear()
+                state.queue.clear()
+                for tasks in state.inflight.values():
+                    tasks.clear()
+                if left:
+                    with self._report.lock:
+                        self._report.audience(state.name).failed += left
+            self._pending_total = 0
+            self._queued = 0
 
     def list_ids(self) -> dict[str, str]:
         """Audience name -> customer list id, for every list written or found this run."""
@@ -264,6 +298,8 @@ class Uploader:
         if len(ids) > 1:
             raise DuplicateListError(duplicate_message(state.name, ids))
         state.resolved = True
+        if not ids:
+            state.added = DigestFilter()  # this run creates the list: it starts empty
         if ids:
             state.list_id = ids[0]
             with self._report.lock:
@@ -312,12 +348,40 @@ class Uploader:
 
     def _write(self, task: _Task) -> None:
         state = task.state
+        if state.added is not None:
+            if task.operation == ADD:
+                # Before sending: a later REMOVE of these users must find them here.
+                state.added.add(task.records)
+            else:
+                self._drop_never_added(task)
+                if not task.records:
+                    return
         if self._on_sending is not None:
             self._on_sending(state.name, task.operation, task.records)
         creating = state.list_id is None
         self._write_splitting(task, task.records)
         if creating and state.list_id is not None and self._create_audiences:
             self._create_audience(state.name, state.list_id)
+
+    def _drop_never_added(self, task: _Task) -> None:
+        """Keep only the REMOVEs of users this run may have added to the list it created.
+
+        Everyone else was never on the list (it started empty this run): removing them
+        would spend write requests on nothing and report removals that did not happen.
+        The filter errs toward "maybe added", so a needed REMOVE is never dropped.
+        """
+        state = task.state
+        assert state.added is not None
+        assert state.list_id is not None
+        maybe = state.added.maybe_added(task.records)
+        absent = [digest for digest, kept in zip(task.records, maybe, strict=True) if not kept]
+        if not absent:
+            return
+        task.records = [digest for digest, kept in zip(task.records, maybe, strict=True) if kept]
+        with self._report.lock:
+            self._report.audience(state.name).already_absent += len(absent)
+        if self._on_acknowledged is not None:  # the desired state holds: they are not in it
+            self._on_acknowledged(state.name, state.list_id, REMOVE, absent)
 
     def _write_splitting(self, task: _Task, records: list[str]) -> None:
         """Send one request; if Pinterest objects to the records, halve until isolated.

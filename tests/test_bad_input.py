@@ -272,6 +272,13 @@ SKIPS = [
         {STREAM: frozenset({sha("flagless2@example.com")})},
     ),
     # Audience names Pinterest would not take: explicit form...
+    bad_audience("audience_key-null", "audience_key_null", audience_key=None),
+    bad_audience(
+        "audience_key-null-in_audience-null",
+        "audience_key_null",
+        audience_key=None,
+        in_audience=None,
+    ),
     bad_audience("audience_key-empty", "audience_key_empty", audience_key=""),
     bad_audience("audience_key-whitespace", "audience_key_empty", audience_key=" \t "),
     bad_audience("audience_key-256-chars", "audience_key_too_long", audience_key="k" * 256),
@@ -404,9 +411,9 @@ VALIDS = [
         {"vip": frozenset({sha("padded@example.com")})},
     ),
     Valid(
-        "audience_key-null-means-stream",
-        [record(STREAM, email="nullkey@example.com", audience_key=None, in_audience=None)],
-        {STREAM: frozenset({sha("nullkey@example.com")})},
+        "in_audience-without-audience_key-means-stream",
+        [record(STREAM, email="nokey@example.com", in_audience=None)],
+        {STREAM: frozenset({sha("nokey@example.com")})},
     ),
     # Values a Python tap writes (or a database holds) in a column the target never reads.
     *(

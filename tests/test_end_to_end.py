@@ -87,7 +87,7 @@ def test_adds_removes_duplicates_engage_form_and_invalid_identifiers(
         "order_completed_last_30days": {sha("gus@example.com"), sha("hal@example.com")},
     }
     assert "Audience 'cart_abandoners' (list not created): add 0, remove 0" in run.stderr
-    assert "2 removals not needed (no list yet)" in run.stderr
+    assert "2 removals not needed (never added to the list)" in run.stderr
     assert_contract_kept(emulator)
     # Only STATE on stdout, and the last one the tap sent.
     assert run.state_lines[-1] == {"bookmarks": {stream: 11, "engage": 3}}
@@ -413,7 +413,8 @@ def test_a_failed_audience_creation_is_not_counted_as_failed_identifiers(
     assert run.returncode == 1
     assert members_by_name(emulator) == {"vip": {sha("a@example.com")}}
     assert "add 1" in run.stderr
-    assert "FAILED" not in run.stderr
+    assert "FAILED 1 identifiers" not in run.stderr
+    assert "Run FAILED (every identifier change read was acknowledged" in run.stderr
     assert "POST /ad_accounts/549755885175/audiences failed" in run.stderr
 
 
@@ -444,4 +445,32 @@ def test_changes_mode_applies_sdc_deleted_at_as_a_removal(
     assert "5 records read, 4 used (2 deletes), skipped deleted_without_identifier=1" in run.stderr
     assert "1 deletes carried no identifier" in run.stderr
     assert "sync_mode: upsert" in run.stderr
+
+
+def test_a_first_sync_sends_no_remove_for_users_it_never_added(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    # A Segment-style stream: exits of users this list never had, interleaved with entries.
+    members = [f"member{n}@example.com" for n in range(30)]
+    strangers = [f"stranger{n}@example.com" for n in range(25)]
+    messages = [schema("events", "email", "audience_key", "flag:in_audience")]
+    for member, stranger in zip(members, strangers + [None] * 5, strict=True):
+        messages.append(record("events", email=member, audience_key="vip"))
+        if stranger is not None:
+            messages.append(record("events", email=stranger, audience_key="vip", in_audience=False))
+    # Five members leave again after their additions were sent.
+    messages += [
+        record("events", email=m, audience_key="vip", in_audience=False) for m in members[:5]
+    ]
+
+    run = run_target(tmp_path, emulator_config(emulator, records_per_request=4), messages)
+
+    assert run.returncode == 0, run.stderr
+    assert members_by_name(emulator) == {"vip": {sha(m) for m in members[5:]}}
+    removes = [r for r in emulator.requests() if r["operation_type"] == "REMOVE"]
+    assert sum(r["record_count"] for r in removes) == 5  # only the members who left
+    (vip,) = emulator.snapshot()["ad_accounts"][AD_ACCOUNT]["customer_lists"]
+    assert vip["num_removed_user_records"] == 5
+    assert "remove 5" in run.stderr
+    assert "25 removals not needed (never added to the list)" in run.stderr
     assert_contract_kept(emulator)

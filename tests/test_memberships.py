@@ -59,19 +59,21 @@ def test_reason_constants_are_stable() -> None:
         ({"email": EMAIL, "in_audience": False}, [(STREAM, False)]),
         ({"email": EMAIL, "in_audience": True}, [(STREAM, True)]),
         ({"email": EMAIL, "audience_key": "  vip \t"}, [("vip", True)]),
-        # null audience_key / in_audience fall back to the defaults.
-        ({"email": EMAIL, "audience_key": None}, [(STREAM, True)]),
+        # A null in_audience falls back to its default; a missing audience_key field too.
         ({"email": EMAIL, "in_audience": None}, [(STREAM, True)]),
-        ({"email": EMAIL, "audience_key": None, "in_audience": None}, [(STREAM, True)]),
         ({"email": EMAIL, "audience_key": "vip", "in_audience": None}, [("vip", True)]),
-        ({"email": EMAIL, "audience_key": None, "in_audience": False}, [(STREAM, False)]),
+        # A null audience_key names no audience: the record is skipped, not sent to the
+        # stream's list.
+        ({"email": EMAIL, "audience_key": None}, "audience_key_null"),
+        ({"email": EMAIL, "audience_key": None, "in_audience": None}, "audience_key_null"),
+        ({"email": EMAIL, "audience_key": None, "in_audience": False}, "audience_key_null"),
         # Explicit form wins over boolean flags, which are then ordinary properties.
         (
             {"email": EMAIL, "audience_key": "vip", "churned": True, "loyal": False},
             [("vip", True)],
         ),
         ({"email": EMAIL, "in_audience": False, "churned": True}, [(STREAM, False)]),
-        ({"email": EMAIL, "audience_key": None, "churned": True}, [(STREAM, True)]),
+        ({"email": EMAIL, "audience_key": None, "churned": True}, "audience_key_null"),
         # 2. Engage form: every other top-level boolean is a flag; False = remove.
         (
             {"email": EMAIL, "order_completed_last_30days": True},

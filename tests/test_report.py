@@ -93,7 +93,7 @@ def test_summary_lines_live_run() -> None:
         "Audience 'vip' (list 654321, created this run): add 5, remove 2, send 3 requests, "
         "skipped email_malformed=3",
         "Audience 'churned' (list not created): add 0, remove 4, send 0 requests, "
-        "4 removals not needed (no list yet)",
+        "4 removals not needed (never added to the list)",
     ]
 
 
@@ -141,7 +141,7 @@ def test_summary_existing_list_not_created_this_run() -> None:
             {"before": 5, "added": 2, "removed": 1, "unchanged": 4, "after": 6},
             "; mirror: 5 members before, 2 added, 1 removed, 4 unchanged, 6 after",
         ),
-        ("already_absent", 3, ", 3 removals not needed (no list yet)"),
+        ("already_absent", 3, ", 3 removals not needed (never added to the list)"),
         ("skipped", Counter({"z": 1, "a": 9}), ", skipped a=9, z=1"),
     ],
 )
@@ -170,6 +170,8 @@ def test_to_dict() -> None:
     report.audience("vip").mirror = {"before": 5}
     report.audience("vip").rejected_by_pinterest["INVALID"] += 1
     assert report.to_dict() == {
+        "outcome": "succeeded",
+        "error": None,
         "dry_run": False,
         "streams": [
             {
@@ -324,7 +326,13 @@ def test_write_json_overwrites(tmp_path: Path) -> None:
     path = tmp_path / "report.json"
     report = RunReport()
     report.write_json(path)
-    assert json.loads(path.read_text()) == {"dry_run": False, "streams": [], "audiences": []}
+    assert json.loads(path.read_text()) == {
+        "outcome": "succeeded",
+        "error": None,
+        "dry_run": False,
+        "streams": [],
+        "audiences": [],
+    }
     report.audience("a").added = 1
     report.write_json(path)
     assert json.loads(path.read_text())["audiences"][0]["added"] == 1
@@ -473,3 +481,25 @@ def test_reject_sink_appends_across_instances_and_reopen(tmp_path: Path) -> None
     assert lines[0]["identifiers_sha256"] == {}
     assert first.lines_written == 2
     assert second.lines_written == 1
+
+
+# --------------------------------------------------------------------------- outcome
+
+
+def test_a_failed_run_says_so_in_the_summary_and_the_json() -> None:
+    report = RunReport()
+    audience = report.audience("vip")
+    audience.list_id = "9"
+    audience.failed = 12
+    report.failed("GET /x still failing: could not reach Pinterest; check api_url")
+    report.failed("a later, consequential error")  # the first reason is the one kept
+
+    assert report.outcome == "failed"
+    assert report.summary_lines() == [
+        "Audience 'vip' (list 9): add 0, remove 0, send 0 requests, FAILED 12 identifiers",
+        "Run FAILED: 12 identifier changes read were not acknowledged by Pinterest (counted "
+        "as FAILED above): GET /x still failing: could not reach Pinterest; check api_url",
+    ]
+    data = report.to_dict()
+    assert data["outcome"] == "failed"
+    assert data["error"] == "GET /x still failing: could not reach Pinterest; check api_url"

@@ -178,7 +178,9 @@ def test_report_file_has_the_exact_structure_and_numbers(
 
     report = json.loads(report_path.read_text(encoding="utf-8"))
 
-    assert set(report) == {"dry_run", "streams", "audiences"}
+    assert set(report) == {"outcome", "error", "dry_run", "streams", "audiences"}
+    assert report["outcome"] == "succeeded"
+    assert report["error"] is None
     assert report["dry_run"] is False
     assert report["streams"] == [
         {
@@ -277,6 +279,8 @@ def test_dry_run_writes_the_report_and_sends_nothing(emulator: Emulator, tmp_pat
     assert "would add 2, would remove 1" in run.stderr
     report = json.loads(report_path.read_text(encoding="utf-8"))
     assert report == {
+        "outcome": "succeeded",
+        "error": None,
         "dry_run": True,
         "streams": [
             {
@@ -382,3 +386,67 @@ def test_progress_interval_zero_logs_no_progress_line(emulator: Emulator, tmp_pa
     assert code == 0, stderr
     assert "Progress:" not in stderr
     assert len(members_by_name(emulator)["vip"]) == 12
+
+
+# A failed run's report -------------------------------------------------------------------
+
+
+def test_an_unreachable_api_fails_the_run_and_every_change_read_is_failed(
+    tmp_path: Path,
+) -> None:
+    report_path = tmp_path / "report.json"
+    config = {
+        "ad_account_id": AD_ACCOUNT,
+        "access_token": TOKEN,
+        "api_url": "http://127.0.0.1:9/v5",  # nothing listens on the discard port
+        "max_retry_wait_seconds": 1,
+        "report_path": str(report_path),
+    }
+    messages: list[dict[str, Any] | str] = [
+        schema("members", "email", "audience_key", "flag:in_audience"),
+        *(record("members", email=e, audience_key="vip") for e in users(20)),
+        *(record("members", email=e, audience_key="churned") for e in users(7, "old")),
+        record("members", email="gone@example.com", audience_key="vip", in_audience=False),
+    ]
+
+    run = run_target(tmp_path, config, messages)
+
+    assert run.returncode != 0
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["outcome"] == "failed"
+    assert "Could not reach Pinterest at http://127.0.0.1:9/v5" in report["error"]
+    assert "check api_url" in report["error"]
+    assert "max_write_requests_per_minute" not in report["error"]  # not a rate problem
+    failed = {audience["audience"]: audience["failed"] for audience in report["audiences"]}
+    assert failed == {"vip": 21, "churned": 7}  # every change read, none acknowledged
+    assert all(a["added"] == a["removed"] == 0 for a in report["audiences"])
+    assert "Run FAILED: 28 identifier changes read were not acknowledged" in run.stderr
+    assert "check api_url" in run.stderr
+    assert "@example.com" not in run.output
+
+
+def test_a_run_that_stops_mid_way_counts_what_it_never_sent_as_failed(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    report_path = tmp_path / "report.json"
+    emulator.configure_faults(
+        {"rules": [{"method": "PATCH", "after": 2, "action": "error", "status": 404}]}
+    )
+    config = emulator_config(
+        emulator, records_per_request=5, max_parallel_requests=1, report_path=str(report_path)
+    )
+
+    run = run_target(tmp_path, config, vip_stream(users(60)))
+
+    assert run.returncode == 1
+    report = json.loads(report_path.read_text(encoding="utf-8"))
+    assert report["outcome"] == "failed"
+    assert "HTTP 404" in report["error"]
+    (stream,) = report["streams"]
+    (vip,) = report["audiences"]
+    # The reading stopped soon after the failure: whatever was read is either on the
+    # list (acknowledged) or failed, pending changes included.
+    assert vip["added"] == len(members_by_name(emulator)["vip"]) == 15  # create + 2 updates
+    assert vip["added"] + vip["failed"] == stream["records"]
+    assert stream["records"] < 60
+    assert f"FAILED {vip['failed']} identifiers" in run.stderr

@@ -563,7 +563,7 @@ def test_console_script_syncs_a_stream_mixing_segment_shapes(
     assert "Stream 'segment': 9 records read, 9 used" in run.stderr
     assert "device_type_unknown=1" in run.stderr
     assert "Audience 'lapsed' (list not created): add 0, remove 0" in run.stderr
-    assert "2 removals not needed (no list yet)" in run.stderr  # ann's email and IDFA
+    assert "2 removals not needed (never added to the list)" in run.stderr  # ann's email and IDFA
     assert re.search(r"Audience 'cart' \(list \d+\): add 2, remove 1, send 2 requests", run.stderr)
     assert_contract_kept(emulator)
     # The unknown-platform ID went nowhere, in either casing.

@@ -770,3 +770,67 @@ def test_a_dry_run_counts_what_it_would_send_and_sends_nothing(
     assert uploader.resolve("a") is None
     assert uploader.list_ids() == {}
     assert sent == []
+
+
+# Removals from a list this run created -----------------------------------------------------
+
+
+def test_a_list_created_this_run_gets_no_remove_for_users_never_added(
+    uploaders: Uploaders, report: RunReport
+) -> None:
+    fake = FakeLists()
+    acknowledged: list[tuple[Operation, frozenset[str]]] = []
+    uploader = uploaders.make(
+        fake,
+        records_per_request=2,
+        on_acknowledged=lambda _a, _l, op, hashes: acknowledged.append((op, frozenset(hashes))),
+    )
+    uploader.change("new", [H1, H2], True)  # a full request: creates the list
+    uploader.flush()
+    uploader.change("new", [H1, H5], False)  # H1 was added, H5 never was
+    uploader.change("new", [H3], True)
+    uploader.change("new", [H3], False)  # still pending when removed: never added either
+    uploader.change("new", [H6], False)
+    uploader.flush()
+
+    removes = [c.records for c in fake.calls if c.kind == "update" and c.operation == REMOVE]
+    assert removes == [frozenset({H1})]
+    assert fake.members_of("new") == {H2}
+    counts = audience(report, "new")
+    assert (counts.added, counts.removed, counts.already_absent) == (2, 1, 3)
+    # The ledger (mirror, upsert) hears that they are out, as if removed.
+    acknowledged_out = set().union(*(hashes for op, hashes in acknowledged if op == REMOVE))
+    assert acknowledged_out == {H1, H3, H5, H6}
+
+
+def test_a_list_found_by_name_gets_every_remove(uploaders: Uploaders, report: RunReport) -> None:
+    fake = existing("old")
+    uploader = uploaders.make(fake, records_per_request=2)
+    uploader.change("old", [H5, H6], False)  # maybe added by an earlier run
+    uploader.flush()
+
+    removes = [c.records for c in fake.calls if c.kind == "update" and c.operation == REMOVE]
+    assert removes == [frozenset({H5, H6})]
+    assert audience(report, "old").already_absent == 0
+
+
+def test_changes_left_unsent_when_the_run_stops_are_counted_as_failed(
+    uploaders: Uploaders, report: RunReport
+) -> None:
+    fake = FakeLists()
+    fake.refuse(lambda call: PermissionDeniedError("no") if call.kind == "create" else None)
+    uploader = uploaders.make(fake, records_per_request=2, max_parallel_requests=1)
+    uploader.change("new", [H1, H2], True)  # the create that fails
+
+    def read_on_then_flush() -> None:
+        for name in (H3, H4, H5, H6):
+            uploader.change("new", [name], True)
+        uploader.flush()
+
+    with pytest.raises(SyncFailedError):
+        read_on_then_flush()
+    uploader.close()
+
+    counts = audience(report, "new")
+    assert counts.added == 0
+    assert counts.failed == 6  # the refused request and everything read after it
