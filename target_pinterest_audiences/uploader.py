@@ -139,6 +139,9 @@ class Uploader:
     def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
         """Record that the users ``hashes`` should (not) be in ``audience``."""
         state = self._audiences.get(audience) or self._state(audience)
+        if not member and state.added is not None:
+            self._remove_from_new_list(state, hashes)
+            return
         operation = ADD if member else REMOVE
         target = state.pending[operation]
         other = state.pending[_OTHER[operation]]
@@ -154,6 +157,33 @@ class Uploader:
             self._dispatch_all(
                 max(self._audiences.values(), key=lambda s: sum(map(len, s.pending.values())))
             )
+
+    def _remove_from_new_list(self, state: _AudienceState, hashes: Iterable[str]) -> None:
+        """Removals from a list this run created: only of users it may have added.
+
+        The list started empty this run, so anyone never sent to it in an ADD is not in
+        it: removing them would spend write requests on nothing and report removals that
+        did not happen. They are counted as removals not needed. The filter errs toward
+        "maybe added", so a needed REMOVE is never dropped.
+        """
+        assert state.added is not None
+        values = list(hashes)
+        adds, removes = state.pending[ADD], state.pending[REMOVE]
+        before = len(adds) + len(removes)
+        absent = 0
+        maybe_added = state.added.maybe_added_one
+        for value in values:
+            adds.discard(value)  # a pending ADD never reached the list
+            if maybe_added(value):
+                removes.add(value)
+            else:
+                absent += 1
+        self._pending_total += len(adds) + len(removes) - before
+        if absent:
+            with self._report.lock:
+                self._report.audience(state.name).already_absent += absent
+        while len(removes) >= self._records_per_request:
+            self._dispatch(state, REMOVE)
 
     def flush(self) -> None:
         """Send everything pending, wait for every request, raise if any failed."""
@@ -221,6 +251,11 @@ class Uploader:
         if self._lists is not None and not state.resolved:
             self._resolve(state)
         records = self._take(state, operation, self._records_per_request)
+        if not records:  # resolving found no list: its pending removals were not needed
+            return
+        if operation == ADD and state.added is not None:
+            # Before any later change is read: a REMOVE of these users must find them.
+            state.added.add(records)
         if self._lists is None or self._executor is None:
             self._count_acknowledged(state.name, operation, records)
             return
@@ -299,7 +334,15 @@ class Uploader:
             raise DuplicateListError(duplicate_message(state.name, ids))
         state.resolved = True
         if not ids:
-            state.added = DigestFilter()  # this run creates the list: it starts empty
+            # This run creates the list, so it starts empty: nobody pending removal so far
+            # was ever in it (nothing was sent to it yet).
+            state.added = DigestFilter()
+            removals = state.pending[REMOVE]
+            if removals:
+                with self._report.lock:
+                    self._report.audience(state.name).already_absent += len(removals)
+                self._pending_total -= len(removals)
+                removals.clear()
         if ids:
             state.list_id = ids[0]
             with self._report.lock:
@@ -348,40 +391,12 @@ class Uploader:
 
     def _write(self, task: _Task) -> None:
         state = task.state
-        if state.added is not None:
-            if task.operation == ADD:
-                # Before sending: a later REMOVE of these users must find them here.
-                state.added.add(task.records)
-            else:
-                self._drop_never_added(task)
-                if not task.records:
-                    return
         if self._on_sending is not None:
             self._on_sending(state.name, task.operation, task.records)
         creating = state.list_id is None
         self._write_splitting(task, task.records)
         if creating and state.list_id is not None and self._create_audiences:
             self._create_audience(state.name, state.list_id)
-
-    def _drop_never_added(self, task: _Task) -> None:
-        """Keep only the REMOVEs of users this run may have added to the list it created.
-
-        Everyone else was never on the list (it started empty this run): removing them
-        would spend write requests on nothing and report removals that did not happen.
-        The filter errs toward "maybe added", so a needed REMOVE is never dropped.
-        """
-        state = task.state
-        assert state.added is not None
-        assert state.list_id is not None
-        maybe = state.added.maybe_added(task.records)
-        absent = [digest for digest, kept in zip(task.records, maybe, strict=True) if not kept]
-        if not absent:
-            return
-        task.records = [digest for digest, kept in zip(task.records, maybe, strict=True) if kept]
-        with self._report.lock:
-            self._report.audience(state.name).already_absent += len(absent)
-        if self._on_acknowledged is not None:  # the desired state holds: they are not in it
-            self._on_acknowledged(state.name, state.list_id, REMOVE, absent)
 
     def _write_splitting(self, task: _Task, records: list[str]) -> None:
         """Send one request; if Pinterest objects to the records, halve until isolated.
