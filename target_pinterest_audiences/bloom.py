@@ -12,8 +12,9 @@ size: the filter sits on the record path, and every position costs time). Capaci
 unknown up front, so the filter grows by stages (a scalable Bloom filter): each holds four
 times as many digests as the one before (twice as many past a quarter of a million), at 16
 bits per digest (about 1.4% false "maybe" per full stage), and a digest is looked up in
-every stage, newest first. Measured: about 8% false "maybe" and 3.8 MB at a million
-members, 1.3% at a thousand; a small list holds 2 KB.
+every stage, newest first. No stage grows past 1 MiB, so a filter never holds more than
+1.7 MB. Measured: 1.3% false "maybe" and 2 KB at a thousand members, about 8% and 1.7 MB at
+a million; past that the share of false "maybe" grows (about half at five million).
 """
 
 from __future__ import annotations
@@ -33,6 +34,10 @@ _POSITIONS = 2  # words used as bit positions, per stage (maybe_added unrolls th
 # Each stage holds four times as many digests as the one before (fewer stages to look in),
 # then, past a quarter of a million, twice as many (less memory held ahead of need).
 _FAST_GROWTH_UNTIL = 1 << 18
+# No stage is bigger (1 MiB): the filter stays under 1.7 MB, however large the list. Past
+# that, the last stage takes more than its share and answers "maybe" more often, which only
+# ever costs unneeded REMOVEs; memory stays flat for a 10M-member first sync.
+_MAX_STAGE_DIGESTS = 1 << 19
 
 
 class _Stage:
@@ -68,7 +73,10 @@ class DigestFilter:
             start = 0
             while start < len(digests):
                 stage = self._stage_with_room()
-                take = min(stage.capacity - stage.count, len(digests) - start)
+                room = stage.capacity - stage.count
+                if stage.capacity >= _MAX_STAGE_DIGESTS:
+                    room = len(digests) - start
+                take = min(room, len(digests) - start)
                 bits, mask = stage.bits, stage.mask
                 for position in range(_POSITIONS):
                     first = start * _WORDS_PER_DIGEST + position
@@ -125,6 +133,8 @@ class DigestFilter:
         return sum(len(stage.bits) for stage in self._stages)
 
     def _stage_with_room(self) -> _Stage:
+        if self._stages and self._stages[-1].capacity >= _MAX_STAGE_DIGESTS:
+            return self._stages[-1]  # full size: it takes everything from now on
         if not self._stages or self._stages[-1].count >= self._stages[-1].capacity:
             last = self._stages[-1].capacity if self._stages else 0
             growth = 4 if last < _FAST_GROWTH_UNTIL else 2

@@ -5,6 +5,9 @@ from __future__ import annotations
 import hashlib
 import threading
 
+import pytest
+
+from target_pinterest_audiences import bloom
 from target_pinterest_audiences.bloom import DigestFilter
 
 
@@ -76,3 +79,17 @@ def test_one_digest_at_a_time_answers_as_the_batch_does() -> None:
 
     assert [bloom.maybe_added_one(d) for d in asked] == bloom.maybe_added(asked)
     assert all(bloom.maybe_added_one(d) for d in added)
+
+
+def test_past_its_largest_stage_the_filter_stops_growing_and_still_never_says_no(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    monkeypatch.setattr(bloom, "_MAX_STAGE_DIGESTS", 4096)
+    added = digests("member", 60_000)  # fifteen times what the largest stage is sized for
+    capped = DigestFilter()
+    for start in range(0, len(added), 1900):
+        capped.add(added[start : start + 1900])
+
+    assert capped.size_bytes == 2048 + 8192  # a 1,024 and a 4,096 stage, nothing more
+    assert all(capped.maybe_added(added))
+    assert all(capped.maybe_added_one(digest) for digest in added[::7])
