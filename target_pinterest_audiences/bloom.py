@@ -10,11 +10,11 @@ The digests are already uniformly random, so the filter hashes nothing: two 64-b
 each digest are its two bit positions (two, not the textbook optimum of eleven for this
 size: the filter sits on the record path, and every position costs time). Capacity is
 unknown up front, so the filter grows by stages (a scalable Bloom filter): each holds four
-times as many digests as the one before (twice as many past a quarter of a million), at 16
-bits per digest (about 1.4% false "maybe" per full stage), and a digest is looked up in
-every stage, newest first. No stage grows past 1 MiB, so a filter never holds more than
-1.7 MB. Measured: 1.3% false "maybe" and 2 KB at a thousand members, about 8% and 1.7 MB at
-a million; past that the share of false "maybe" grows (about half at five million).
+times as many digests as the one before, at 16 bits per digest (about 1.4% false "maybe"
+per full stage), and a digest is looked up in every stage, newest first. No stage grows
+past 512 KiB, so a filter never holds more than 700 KB: memory stays flat however large the
+first sync. Measured: 1.3% false "maybe" and 2 KB at a thousand members, 5.5% at a hundred
+thousand; past a third of a million the share grows (about 17% at a million members).
 """
 
 from __future__ import annotations
@@ -31,13 +31,12 @@ _DIGEST_BYTES = 32
 _HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _WORDS_PER_DIGEST = 4  # a SHA-256 digest is four 64-bit words
 _POSITIONS = 2  # words used as bit positions, per stage (maybe_added unrolls them)
-# Each stage holds four times as many digests as the one before (fewer stages to look in),
-# then, past a quarter of a million, twice as many (less memory held ahead of need).
-_FAST_GROWTH_UNTIL = 1 << 18
-# No stage is bigger (1 MiB): the filter stays under 1.7 MB, however large the list. Past
-# that, the last stage takes more than its share and answers "maybe" more often, which only
-# ever costs unneeded REMOVEs; memory stays flat for a 10M-member first sync.
-_MAX_STAGE_DIGESTS = 1 << 19
+# Each stage holds four times as many digests as the one before (few stages to look in).
+_GROWTH = 4
+# No stage is bigger (512 KiB): a filter stays under 700 KB however large its list, so
+# memory stays flat on a 10M-record first sync. Past that the last stage takes more than
+# its share and answers "maybe" more often, which only ever costs unneeded REMOVEs.
+_MAX_STAGE_DIGESTS = 1 << 18
 
 
 class _Stage:
@@ -137,8 +136,7 @@ class DigestFilter:
             return self._stages[-1]  # full size: it takes everything from now on
         if not self._stages or self._stages[-1].count >= self._stages[-1].capacity:
             last = self._stages[-1].capacity if self._stages else 0
-            growth = 4 if last < _FAST_GROWTH_UNTIL else 2
-            capacity = last * growth if last else _FIRST_STAGE_DIGESTS
+            capacity = min(last * _GROWTH, _MAX_STAGE_DIGESTS) if last else _FIRST_STAGE_DIGESTS
             self._stages.append(_Stage(capacity))
         return self._stages[-1]
 

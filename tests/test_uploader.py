@@ -822,9 +822,11 @@ def test_changes_left_unsent_when_the_run_stops_are_counted_as_failed(
     fake.refuse(lambda call: PermissionDeniedError("no") if call.kind == "create" else None)
     uploader = uploaders.make(fake, records_per_request=2, max_parallel_requests=1)
     uploader.change("new", [H1, H2], True)  # the create that fails
+    read = [H1, H2]
 
     def read_on_then_flush() -> None:
         for name in (H3, H4, H5, H6):
+            read.append(name)  # read, whether or not the failure stops it here
             uploader.change("new", [name], True)
         uploader.flush()
 
@@ -834,4 +836,5 @@ def test_changes_left_unsent_when_the_run_stops_are_counted_as_failed(
 
     counts = audience(report, "new")
     assert counts.added == 0
-    assert counts.failed == 6  # the refused request and everything read after it
+    # The refused request and everything read after it, pending ones included.
+    assert counts.failed == len(read) >= 3
