@@ -582,8 +582,8 @@ class TargetPinterestAudiences(Target):
         settings = Settings.from_config(config)
         for secret in settings.secrets():
             redactor.add_secret(secret)
-        for warning in config_warnings(settings):
-            print(redactor.scrub(str(warning)))
+        for finding in config_warnings(settings):
+            print(redactor.scrub(str(finding)))
         if not connect:
             return 0
         checks = check_connection(settings)

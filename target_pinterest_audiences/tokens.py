@@ -55,6 +55,10 @@ class TokenStore:
             text = self.path.read_text(encoding="utf-8")
         except FileNotFoundError:
             return {}
+        except (OSError, UnicodeDecodeError) as exc:
+            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            msg = f"token_store_path {self.path} cannot be read ({reason}); fix or delete it"
+            raise AuthenticationError(msg) from exc
         try:
             data = json.loads(text)
         except ValueError as exc:
