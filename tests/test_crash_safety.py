@@ -279,7 +279,14 @@ def test_sigterm_while_a_request_waits_for_a_slot_loses_nothing(tmp_path: Path) 
             + [state({"position": 5})]
             + [record("members", email=emails[5], audience_key="vip")]
         )
-        time.sleep(2.0)  # the first request is in flight, the next ones wait for a slot
+        # The list lookup (1.5 s) is answered, so the create is in flight and the next
+        # requests wait for a slot. (A fixed sleep raced the target's start-up on a busy
+        # machine: the signal could land during the lookup, before record 3 was read.)
+        deadline = time.monotonic() + 30
+        while not any(r["method"] == "GET" for r in emulator.requests()):
+            assert time.monotonic() < deadline, "the target never looked its lists up"
+            time.sleep(0.05)
+        time.sleep(0.3)
 
         target.process.send_signal(signal.SIGTERM)
         code = target.wait(timeout=60)
