@@ -41,6 +41,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterator, Mapping
 from pathlib import Path
+from types import ModuleType
 
 import pytest
 
@@ -390,7 +391,7 @@ class PostgresServer:
         return "\n".join(text.splitlines()[-lines:])
 
 
-def _import_psycopg():
+def _import_psycopg() -> ModuleType:
     try:
         import psycopg
     except ImportError:

@@ -8,6 +8,7 @@ import os
 import shutil
 import subprocess
 import sys
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -102,7 +103,7 @@ def emulator_config(emulator: Emulator, **overrides: Any) -> dict[str, Any]:
 def run_target(
     tmp_path: Path,
     config: dict[str, Any],
-    messages: list[dict[str, Any] | str],
+    messages: Sequence[dict[str, Any] | str],
     *,
     args: list[str] | None = None,
     env: dict[str, str] | None = None,

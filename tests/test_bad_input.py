@@ -21,6 +21,7 @@ from __future__ import annotations
 import json
 import os
 import subprocess
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -63,7 +64,7 @@ MIN_SEARCHED_LENGTH = 6
 # Helpers ------------------------------------------------------------------------------
 
 
-def framed(bad: list[dict[str, Any] | str], *, head: dict[str, Any] | None = None) -> list[Any]:
+def framed(bad: Sequence[dict[str, Any] | str], *, head: dict[str, Any] | None = None) -> list[Any]:
     """SCHEMA, BEFORE, the bad input, AFTER, STATE."""
     return [
         head or schema(STREAM, *FIELDS),

@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import importlib.util
 from pathlib import Path
+from types import ModuleType
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
-def _update_readme_module():
+def _update_readme_module() -> ModuleType:
     spec = importlib.util.spec_from_file_location("update_readme", ROOT / "tools/update_readme.py")
     assert spec is not None
     assert spec.loader is not None

@@ -29,7 +29,10 @@ def pins(name: str) -> dict[str, str]:
 
 
 def project() -> dict[str, object]:
-    return tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))["project"]
+    found: dict[str, object] = tomllib.loads((ROOT / "pyproject.toml").read_text(encoding="utf-8"))[
+        "project"
+    ]
+    return found
 
 
 def assert_locked(requirements: list[str], locked: dict[str, str], lock: str) -> None:

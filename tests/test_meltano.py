@@ -78,11 +78,13 @@ SDK_SETTINGS = {"stream_maps", "stream_map_config", "faker_config.seed", "faker_
 
 
 def load_project() -> dict[str, Any]:
-    return yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
+    project: dict[str, Any] = yaml.safe_load((REPO / "meltano.yml").read_text(encoding="utf-8"))
+    return project
 
 
 def project_loader() -> dict[str, Any]:
-    (loader,) = [p for p in load_project()["plugins"]["loaders"] if p["name"] == LOADER]
+    loaders: list[dict[str, Any]] = load_project()["plugins"]["loaders"]
+    (loader,) = [p for p in loaders if p["name"] == LOADER]
     return loader
 
 
@@ -94,7 +96,8 @@ def about() -> dict[str, Any]:
         timeout=60,
         check=True,
     )
-    return json.loads(completed.stdout)
+    info: dict[str, Any] = json.loads(completed.stdout)
+    return info
 
 
 def expected_kind(prop: dict[str, Any]) -> str:
@@ -301,7 +304,8 @@ class MeltanoProject:
     def state(self) -> dict[str, Any]:
         completed = self.meltano("state", "get", STATE_ID)
         assert completed.returncode == 0, completed.stdout + completed.stderr
-        return json.loads(completed.stdout)
+        state: dict[str, Any] = json.loads(completed.stdout)
+        return state
 
 
 def clean_environment() -> dict[str, str]:

@@ -31,8 +31,9 @@ def test_the_licence_is_apache_2_and_ships_in_the_package_metadata() -> None:
     assert installed.get_all("License-File") == ["LICENSE"]
 
 
-def load_yaml(relative: str) -> dict[str, Any]:
-    return yaml.safe_load((ROOT / relative).read_text(encoding="utf-8"))
+def load_yaml(relative: str) -> dict[Any, Any]:
+    loaded: dict[Any, Any] = yaml.safe_load((ROOT / relative).read_text(encoding="utf-8"))
+    return loaded
 
 
 def claimed_pythons() -> list[str]:
