@@ -59,7 +59,7 @@ def make_client(
     return client, sleeps
 
 
-def error_rule(status: int, times: int, **extra: Any) -> dict[str, Any]:
+def error_rule(status: int, times: int | None, **extra: Any) -> dict[str, Any]:
     return {
         "method": "GET",
         "path": "customer_lists",

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -69,7 +70,7 @@ def test_schema_marks_secrets_and_requires_ad_account() -> None:
         {**VALID, "access_token": None, "dry_run": None},  # null optionals are fine
     ],
 )
-def test_schema_accepts_valid_configs(config: dict) -> None:
+def test_schema_accepts_valid_configs(config: dict[str, Any]) -> None:
     assert schema_problems(config, CONFIG_SCHEMA) == []
 
 
@@ -148,7 +149,7 @@ def test_schema_accepts_valid_configs(config: dict) -> None:
         ),
     ],
 )
-def test_schema_problem_messages(config: dict, key: str, expected: str) -> None:
+def test_schema_problem_messages(config: dict[str, Any], key: str, expected: str) -> None:
     problems = schema_problems(config, CONFIG_SCHEMA)
     assert problems == [expected]
     assert f"config['{key}']" in problems[0]
@@ -170,7 +171,7 @@ def test_schema_problem_messages(config: dict, key: str, expected: str) -> None:
         {"ad_account_id": "1", "reject_file": 31337.125},
     ],
 )
-def test_schema_problems_never_echo_values(config: dict) -> None:
+def test_schema_problems_never_echo_values(config: dict[str, Any]) -> None:
     problems = schema_problems(config, CONFIG_SCHEMA)
     assert problems, "expected at least one problem"
     text = "\n".join(problems)
@@ -197,7 +198,7 @@ def test_schema_problems_reports_every_problem_sorted_by_key() -> None:
 
 
 def test_schema_problems_accepts_a_mapping_like_object() -> None:
-    class Mapping(dict):
+    class Mapping(dict[str, Any]):
         pass
 
     assert schema_problems(Mapping(VALID), CONFIG_SCHEMA) == []
@@ -243,7 +244,7 @@ NO_CREDENTIALS = (
         ({"ad_account_id": "1", "access_token": ""}, []),
     ],
 )
-def test_cross_field_credentials(config: dict, expected: list) -> None:
+def test_cross_field_credentials(config: dict[str, Any], expected: list[str]) -> None:
     assert cross_field_problems(config) == expected
 
 
@@ -263,7 +264,9 @@ def test_cross_field_credentials(config: dict, expected: list) -> None:
     [{}, {"access_token": SECRET_TOKEN}, {"dry_run": True}],
     ids=["alone", "with-access-token", "dry-run"],
 )
-def test_cross_field_partial_refresh_trio(present: dict, missing: list, extra: dict) -> None:
+def test_cross_field_partial_refresh_trio(
+    present: dict[str, Any], missing: list[str], extra: dict[str, Any]
+) -> None:
     problems = cross_field_problems({"ad_account_id": "1", **present, **extra})
     assert len(problems) == 1
     problem = problems[0]
@@ -288,7 +291,7 @@ def test_cross_field_partial_refresh_trio(present: dict, missing: list, extra: d
     ],
 )
 def test_cross_field_api_url(api_url: object, problem: str | None) -> None:
-    config = {"ad_account_id": "1", "access_token": SECRET_TOKEN}
+    config: dict[str, object] = {"ad_account_id": "1", "access_token": SECRET_TOKEN}
     if api_url is not None:
         config["api_url"] = api_url
     problems = cross_field_problems(config)
@@ -520,7 +523,7 @@ def test_settings_explicit_values_win() -> None:
         ({"refresh_token": "", "client_id": "c", "client_secret": "s"}, False),
     ],
 )
-def test_settings_has_refresh_credentials(config: dict, has_refresh: bool) -> None:
+def test_settings_has_refresh_credentials(config: dict[str, Any], has_refresh: bool) -> None:
     settings = Settings.from_config({"ad_account_id": "1", **config})
     assert settings.has_refresh_credentials is has_refresh
 

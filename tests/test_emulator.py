@@ -818,7 +818,7 @@ def test_rate_limits_can_be_lifted_or_given_a_shorter_window(make_emulator: Any)
 
 def test_undeclared_query_parameters_are_ignored_and_logged(emulator: Emulator) -> None:
     with client() as s:
-        response = s.get(lists_url(emulator), params={"exclude_nca": "true", "page_size": 5})
+        response = s.get(lists_url(emulator), params={"exclude_nca": "true", "page_size": "5"})
     assert response.status_code == 200, response.text
     (entry,) = emulator.requests()
     assert entry["valid"]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 
 import pytest
 
@@ -20,6 +21,8 @@ from target_pinterest_audiences.identifiers import (
     reason_code,
     sha256_hex,
 )
+
+Hasher = Callable[[object], str | Rejected]
 
 
 def sha(text: str) -> str:
@@ -312,7 +315,7 @@ NON_STRINGS = [
         (hash_android_id, "android_id_not_a_string"),
     ],
 )
-def test_non_string_values_are_rejected(hasher, reason: str, value: object) -> None:
+def test_non_string_values_are_rejected(hasher: Hasher, reason: str, value: object) -> None:
     assert hasher(value) == Rejected(reason)
 
 
@@ -363,7 +366,7 @@ def test_device_id_case_variants_give_one_digest() -> None:
         (f" {PRE_HASHED.upper()} ", PRE_HASHED),
     ],
 )
-def test_device_id_prehashed_passthrough(hasher, raw: str, expected: str) -> None:
+def test_device_id_prehashed_passthrough(hasher: Hasher, raw: str, expected: str) -> None:
     assert hasher(raw) == expected
 
 
@@ -395,7 +398,7 @@ def test_device_id_prehashed_passthrough(hasher, raw: str, expected: str) -> Non
         ("a" * 10_000_000, "malformed"),
     ],
 )
-def test_device_id_rejects(hasher, kind: str, raw: str, problem: str) -> None:
+def test_device_id_rejects(hasher: Hasher, kind: str, raw: str, problem: str) -> None:
     result = hasher(raw)
     assert isinstance(result, Rejected)
     assert result.reason == f"{kind}_{problem}"
@@ -411,7 +414,7 @@ def test_device_id_rejects(hasher, kind: str, raw: str, problem: str) -> None:
         (hash_ios_idfa, PRE_HASHED.upper()),
     ],
 )
-def test_output_is_always_64_lowercase_hex(hasher, raw: str) -> None:
+def test_output_is_always_64_lowercase_hex(hasher: Hasher, raw: str) -> None:
     result = hasher(raw)
     assert isinstance(result, str)
     assert len(result) == identifiers.SHA256_HEX_LENGTH
@@ -420,7 +423,7 @@ def test_output_is_always_64_lowercase_hex(hasher, raw: str) -> None:
 
 
 @pytest.mark.parametrize("hasher", [hash_ios_idfa, hash_android_id])
-def test_an_already_hashed_all_zero_device_id_is_still_refused(hasher) -> None:
+def test_an_already_hashed_all_zero_device_id_is_still_refused(hasher: Hasher) -> None:
     digest = hashlib.sha256(ZERO_UUID.encode()).hexdigest()
     for value in (digest, digest.upper()):
         result = hasher(value)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import hashlib
+from typing import Any
 
 import pytest
 
@@ -98,7 +99,7 @@ def test_reason_constants_are_stable() -> None:
         ({}, [(STREAM, True)]),
     ],
 )
-def test_audience_changes_forms(record: dict, expected: list) -> None:
+def test_audience_changes_forms(record: dict[str, Any], expected: list[Any]) -> None:
     assert audience_changes(STREAM, record) == expected
 
 
@@ -134,7 +135,7 @@ def test_audience_changes_forms(record: dict, expected: list) -> None:
         ({"ok": True, "bad\nname": True}, AUDIENCE_KEY_CONTROL_CHARACTERS),
     ],
 )
-def test_audience_changes_unusable(record: dict, reason: str) -> None:
+def test_audience_changes_unusable(record: dict[str, Any], reason: str) -> None:
     assert audience_changes(STREAM, {"email": EMAIL, **record}) == reason
 
 
@@ -184,7 +185,9 @@ def test_thousand_boolean_flags_give_thousand_changes() -> None:
         ({"email": True, "ios_idfa": IDFA, "vip": False}, [("vip", False)]),
     ],
 )
-def test_engage_form_ignores_boolean_identifier_fields(record: dict, expected: list) -> None:
+def test_engage_form_ignores_boolean_identifier_fields(
+    record: dict[str, Any], expected: list[Any]
+) -> None:
     assert audience_changes(STREAM, record) == expected
 
 
@@ -235,7 +238,7 @@ def test_engage_form_ignores_boolean_identifier_fields(record: dict, expected: l
         ),
     ],
 )
-def test_hash_identifiers(record: dict, hashes: list, rejected: list) -> None:
+def test_hash_identifiers(record: dict[str, Any], hashes: list[str], rejected: list[str]) -> None:
     assert hash_identifiers(record) == (hashes, rejected)
 
 
@@ -307,7 +310,7 @@ def test_same_uuid_as_idfa_and_android_id_gives_two_hashes() -> None:
         ),
     ],
 )
-def test_read_membership(record: dict, expected: Membership) -> None:
+def test_read_membership(record: dict[str, Any], expected: Membership) -> None:
     assert read_membership(STREAM, record) == expected
 
 
@@ -324,7 +327,7 @@ def test_read_membership_does_not_raise_on_odd_values() -> None:
 
 
 def test_read_membership_does_not_mutate_record() -> None:
-    record = {"email": EMAIL, "audience_key": " vip ", "in_audience": None}
+    record: dict[str, object] = {"email": EMAIL, "audience_key": " vip ", "in_audience": None}
     snapshot = dict(record)
     read_membership(STREAM, record)
     assert record == snapshot

@@ -89,7 +89,8 @@ def audience_of(emulator: Emulator, list_id: str) -> dict[str, Any]:
     audiences = emulator.snapshot()["ad_accounts"][AD_ACCOUNT]["audiences"]
     found = [a for a in audiences if a["rule"]["customer_list_id"] == list_id]
     assert len(found) == 1, audiences
-    return found[0]
+    audience: dict[str, Any] = found[0]
+    return audience
 
 
 def test_mirror_reports_what_pinterest_matched_and_the_rate(

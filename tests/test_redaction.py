@@ -16,6 +16,7 @@ import sys
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 from singer_sdk import metrics
@@ -37,7 +38,7 @@ SHA = hashlib.sha256(b"alice.smith+promo@example.com").hexdigest()
 RAW_VALUES = (EMAIL, IDN_EMAIL, IDFA, ANDROID, ACCESS_TOKEN, REFRESH_TOKEN, CLIENT_SECRET)
 
 
-class RecordingHandler(logging.StreamHandler):
+class RecordingHandler(logging.StreamHandler[io.StringIO]):
     """Writes to a StringIO and keeps the LogRecords it emitted."""
 
     def __init__(self) -> None:
@@ -155,7 +156,9 @@ def test_message_is_scrubbed(setup: Setup, message: str, expected: str) -> None:
         ("%d records", (3,), "3 records"),
     ],
 )
-def test_percent_args_are_scrubbed(setup: Setup, fmt: str, args: tuple, expected: str) -> None:
+def test_percent_args_are_scrubbed(
+    setup: Setup, fmt: str, args: tuple[object, ...], expected: str
+) -> None:
     setup.logger.info(fmt, *args)
     assert setup.text == f"INFO tests.redaction.library: {expected}\n"
     (record,) = setup.handler.records
@@ -324,7 +327,7 @@ def test_secret_that_looks_like_an_email_is_a_secret() -> None:
 # --------------------------------------------------------------------------- metrics
 
 
-def _point(tags: dict) -> metrics.Point:
+def _point(tags: dict[str, Any]) -> metrics.Point[int]:
     return metrics.Point("counter", metrics.Metric.RECORD_COUNT, 42, tags)
 
 
@@ -336,7 +339,7 @@ def _point(tags: dict) -> metrics.Point:
         {},
     ],
 )
-def test_sdk_metric_lines_pass_through_unchanged(setup: Setup, tags: dict) -> None:
+def test_sdk_metric_lines_pass_through_unchanged(setup: Setup, tags: dict[str, Any]) -> None:
     point = _point(tags)
     metrics.log(setup.logger, point)
     (record,) = setup.handler.records
@@ -479,8 +482,8 @@ def test_string_extras_are_scrubbed(own_logger: tuple[logging.Logger, RecordingH
     redaction.install(Redactor([ACCESS_TOKEN]))
     logger.info("request failed", extra={"body": f"Bearer {ACCESS_TOKEN} {EMAIL}", "n": 3})
     (record,) = handler.records
-    assert record.body == "Bearer [secret] [email]"
-    assert record.n == 3
+    assert record.__dict__["body"] == "Bearer [secret] [email]"
+    assert record.__dict__["n"] == 3
 
 
 def test_uninstall_restores_plain_records() -> None:

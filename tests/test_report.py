@@ -7,6 +7,7 @@ import json
 import logging
 from collections import Counter
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -371,7 +372,7 @@ RAW_ANDROID = "not-a-real-android-id-ZZ42"
 RAW_NAME = "Alice Quux-Zebrafish"
 
 
-def _read_lines(path: Path) -> list[dict]:
+def _read_lines(path: Path) -> list[dict[str, Any]]:
     return [json.loads(line) for line in path.read_text(encoding="utf-8").splitlines()]
 
 
@@ -444,7 +445,9 @@ def test_reject_sink_fingerprint_is_of_the_raw_value_not_the_normalized_one(
     assert line["identifiers_sha256"]["email"] != sha("test@example.com")
 
 
-def test_reject_sink_without_path_writes_nothing(tmp_path: Path, monkeypatch) -> None:
+def test_reject_sink_without_path_writes_nothing(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.chdir(tmp_path)
     sink = RejectFile(None)
     sink.write("users", 1, "email_malformed", {"email": RAW_EMAIL})

@@ -15,6 +15,7 @@ from pathlib import Path
 
 import pytest
 
+from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -62,7 +63,7 @@ class FakePinterest:
         assert self.upsert is not None
         queue, self.queue = self.queue, []
         for number, (audience, hashes, member) in enumerate(queue):
-            operation = "ADD" if member else "REMOVE"
+            operation: Operation = "ADD" if member else "REMOVE"
             self.upsert.before_sending(audience, operation, hashes)
             members = self.lists.setdefault(audience, set())
             list_id = self.ids.setdefault(audience, str(1000 + len(self.ids)))

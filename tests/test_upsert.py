@@ -355,7 +355,7 @@ def test_failed_requests_then_a_rerun_converge(emulator: Emulator, tmp_path: Pat
 def ledger_is_settled(tmp_path: Path) -> bool:
     """After a successful run every live pair is acknowledged and nothing else is kept."""
     with sqlite3.connect(tmp_path / "ledger" / "ledger.sqlite3") as db:
-        unsettled = db.execute(
+        unsettled: int = db.execute(
             "SELECT COUNT(*) FROM ledger_live_members WHERE sent <> 2 OR live_rows = 0"
         ).fetchone()[0]
     return unsettled == 0
