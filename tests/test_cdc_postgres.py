@@ -428,10 +428,12 @@ class Pipeline:
 
     def state(self) -> dict[str, Any]:
         """The state Meltano stored for this pipeline (the tap's log position)."""
-        return json.loads(self.project.ok("state", "get", self.state_id))
+        state: dict[str, Any] = json.loads(self.project.ok("state", "get", self.state_id))
+        return state
 
     def report(self) -> dict[str, Any]:
-        return json.loads(self.report_path.read_text(encoding="utf-8"))
+        report: dict[str, Any] = json.loads(self.report_path.read_text(encoding="utf-8"))
+        return report
 
 
 @pytest.fixture
