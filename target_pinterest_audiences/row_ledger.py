@@ -11,13 +11,14 @@ Two tables (defined with the others in :mod:`ledger`):
 
 A pair is *pending* while what Pinterest has may differ from what its rows say (see
 :data:`ledger.PENDING`); a partial index finds pending pairs without a scan, which is how a
-run finds the work a crashed run left. Row states and live counts are committed before
-the requests that follow from them are sent; requests write ``sent`` around themselves
-(uncertain before, present/absent after), like mirror mode does.
+run finds the work a crashed run left. Row states, live counts and the uncertain marks of
+the pairs to send are committed together, before those requests are sent; each
+acknowledgement then settles its pairs (present, or gone), as mirror mode does around
+every request.
 
-The main thread alone writes rows and ``live_rows``; request threads alone write
-``sent`` (through :meth:`RowLedger.sending` and the ``confirm_*`` methods). Every method
-takes the ledger's lock.
+The main thread alone writes rows and ``live_rows``, and marks the pairs a batch will send
+uncertain in the same transaction; request threads settle ``sent`` after each
+acknowledgement (the ``confirm_*`` methods). Every method takes the ledger's lock.
 """
 
 from __future__ import annotations
@@ -31,7 +32,7 @@ ABSENT, UNCERTAIN, PRESENT = 0, 1, 2
 """Values of ``ledger_live_members.sent``."""
 
 PAIR_BYTES = 36
-_KEY_BYTES = 4
+KEY_BYTES = 4
 
 Pair = tuple[int, bytes]
 """(list key, 32-byte digest)."""
@@ -43,14 +44,18 @@ _IN_CHUNK = 5_000
 
 def pack(pairs: Iterable[Pair]) -> bytes:
     """A row's pairs as stored: sorted, so equal states have equal bytes."""
-    return b"".join(key.to_bytes(_KEY_BYTES, "big") + digest for key, digest in sorted(pairs))
+    return b"".join(sorted({key.to_bytes(KEY_BYTES, "big") + digest for key, digest in pairs}))
+
+
+def entries(blob: bytes) -> list[bytes]:
+    """A stored row's pairs, each still packed (4-byte key + digest)."""
+    return [blob[i : i + PAIR_BYTES] for i in range(0, len(blob), PAIR_BYTES)]
 
 
 def unpack(blob: bytes) -> set[Pair]:
     """The pairs of a stored row."""
     return {
-        (int.from_bytes(blob[i : i + _KEY_BYTES], "big"), blob[i + _KEY_BYTES : i + PAIR_BYTES])
-        for i in range(0, len(blob), PAIR_BYTES)
+        (int.from_bytes(entry[:KEY_BYTES], "big"), entry[KEY_BYTES:]) for entry in entries(blob)
     }
 
 
@@ -62,6 +67,8 @@ class LiveChange:
     digest: bytes
     live_rows: int
     """The count after the batch."""
+    send: bool
+    """Its wanted presence flips: a request follows, so Pinterest may have it or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,9 +167,8 @@ class RowLedger:
 
         ``rows``: (row id, packed pairs) of rows that hold something now; ``deleted_rows``:
         rows that hold nothing now; ``list_deltas``: per list key, the change of its live
-        rows and live members. A pair left with no live row and nothing on Pinterest
-        (``sent`` absent) is deleted; one that Pinterest may still have stays, pending its
-        REMOVE.
+        rows and live members. A pair whose count drops to 0 is always sent a REMOVE, so
+        it stays (uncertain) until that is acknowledged.
         """
         sql = self.ledger.sql
         with self.ledger.transaction() as cursor:
@@ -176,20 +182,23 @@ class RowLedger:
             cursor.executemany(
                 sql("DELETE FROM ledger_rows WHERE row_id = ?"), [(row,) for row in deleted_rows]
             )
+            # A pair about to be sent is uncertain from now on: should the process die
+            # before the acknowledgement, the next run finds it pending and settles it.
+            cursor.executemany(
+                sql(
+                    "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
+                    "VALUES (?, ?, ?, 1) ON CONFLICT (list_key, hash) "
+                    "DO UPDATE SET live_rows = excluded.live_rows, sent = 1"
+                ),
+                [(c.list_key, c.digest, c.live_rows) for c in changes if c.send],
+            )
             cursor.executemany(
                 sql(
                     "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
                     "VALUES (?, ?, ?, 0) "
                     "ON CONFLICT (list_key, hash) DO UPDATE SET live_rows = excluded.live_rows"
                 ),
-                [(c.list_key, c.digest, c.live_rows) for c in changes],
-            )
-            cursor.executemany(
-                sql(
-                    "DELETE FROM ledger_live_members WHERE list_key = ? AND hash = ? "
-                    "AND live_rows = 0 AND sent = 0"
-                ),
-                [(c.list_key, c.digest) for c in changes if c.live_rows == 0],
+                [(c.list_key, c.digest, c.live_rows) for c in changes if not c.send],
             )
             cursor.executemany(
                 sql(
@@ -204,18 +213,14 @@ class RowLedger:
 
     # Around requests (request threads) -----------------------------------------------
 
-    def sending(self, list_key: int, digests: Sequence[bytes]) -> None:
-        """Before a request: Pinterest may or may not apply it."""
-        self._set_sent(list_key, digests, UNCERTAIN)
-
     def confirm_added(self, list_key: int, digests: Sequence[bytes]) -> None:
         """After an acknowledged ADD: Pinterest has these."""
         self._set_sent(list_key, digests, PRESENT)
 
     def confirm_removed(self, list_key: int, digests: Sequence[bytes]) -> None:
         """After an acknowledged REMOVE: Pinterest has none of these."""
-        params = [(list_key, digest) for digest in digests]
-        with self.ledger.transaction() as cursor:
+        params = [(list_key, digest) for digest in sorted(digests)]
+        with self.ledger.settling() as cursor:
             cursor.executemany(
                 self.ledger.sql(
                     "DELETE FROM ledger_live_members WHERE list_key = ? AND hash = ? "
@@ -231,12 +236,12 @@ class RowLedger:
             )
 
     def _set_sent(self, list_key: int, digests: Sequence[bytes], sent: int) -> None:
-        with self.ledger.transaction() as cursor:
+        with self.ledger.settling() as cursor:
             cursor.executemany(
                 self.ledger.sql(
                     "UPDATE ledger_live_members SET sent = ? WHERE list_key = ? AND hash = ?"
                 ),
-                [(sent, list_key, digest) for digest in digests],
+                [(sent, list_key, digest) for digest in sorted(digests)],
             )
 
     # Recovery ------------------------------------------------------------------------

@@ -59,10 +59,8 @@ class AudienceModes:
 
     def before_sending(self, audience: str, operation: Operation, hashes: list[str]) -> None:
         """Uploader hook: a request carrying ``hashes`` is about to be sent."""
-        mode = self.mode(audience)
-        if mode == UPSERT and self.upsert is not None:
-            self.upsert.before_sending(audience, operation, hashes)
-        elif mode == MIRROR and self.mirror is not None:
+        # Upsert mode marked its pairs uncertain when it committed the batch.
+        if self.mode(audience) == MIRROR and self.mirror is not None:
             self.mirror.before_sending(audience, operation, hashes)
 
     def acknowledged(

@@ -406,6 +406,8 @@ class TargetPinterestAudiences(Target):
         if self.upsert is not None:
             self.upsert.apply()
         self.uploader.flush()
+        if self.upsert is not None:
+            self.upsert.settle()
 
     def process_endofpipe(self) -> None:
         """Apply the mirror difference if any, drain, flush, read lists back, report."""

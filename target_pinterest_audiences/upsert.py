@@ -13,8 +13,8 @@ and removed when it goes back to 0, so
 - replaying rows that were already applied changes no count and sends nothing.
 
 Records are gathered in batches (the last record of a key wins) and merged with the ledger
-one batch at a time, in one transaction, before the requests that follow from it are
-sent; each request then marks its pairs uncertain before and settles them after. A run
+one batch at a time, in one transaction that also marks the pairs it will send uncertain,
+before those requests are sent; each acknowledgement then settles its pairs. A run
 starts by re-sending whatever a crashed run left unsettled (the ledger's pending pairs), so
 SIGKILL at any point and a re-run converge, and STATE stays at-least-once.
 """
@@ -23,14 +23,19 @@ from __future__ import annotations
 
 import logging
 from collections import defaultdict
-from collections.abc import Iterable
-from dataclasses import dataclass
+from collections.abc import Iterable, Sequence
 from typing import Protocol
 
 from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
 from target_pinterest_audiences.report import RunReport
-from target_pinterest_audiences.row_ledger import LiveChange, Pair, RowLedger, pack, unpack
+from target_pinterest_audiences.row_ledger import (
+    KEY_BYTES,
+    PAIR_BYTES,
+    LiveChange,
+    RowLedger,
+    entries,
+)
 from target_pinterest_audiences.sync_modes import UPSERT, AudienceModes
 from target_pinterest_audiences.uploader import ADD
 
@@ -50,13 +55,6 @@ class Sender(Protocol):
         """The id of ``audience``'s list on Pinterest, or None if it has none."""
 
 
-@dataclass
-class _AudienceCounts:
-    """This run's row counts for one audience (the ledger has the totals)."""
-
-    rows_deleted: int = 0
-
-
 class UpsertSync:
     """Applies one run's keyed rows to the row ledger and sends what changes on Pinterest."""
 
@@ -72,8 +70,8 @@ class UpsertSync:
         self._report = report
         self._dry_run = dry_run
         self._batch_rows = batch_rows
-        self._batch: dict[bytes, tuple[frozenset[Pair], bool]] = {}
-        """Row id -> the pairs the row holds now, and whether it was deleted."""
+        self._batch: dict[bytes, tuple[bytes, bool]] = {}
+        """Row id -> the row's packed pairs now, and whether it was deleted."""
         self._touched: set[int] = set()
         """List keys of the audiences this run's rows named, now or before."""
         self._uploader: Sender | None = None
@@ -82,7 +80,9 @@ class UpsertSync:
         self._checked: dict[str, int] = {}
         """Audiences whose list was checked against Pinterest this run -> their list key."""
         self._list_ids: dict[str, str | None] = {}
-        self._counts: dict[str, _AudienceCounts] = defaultdict(_AudienceCounts)
+        self._rows_deleted: dict[bytes, int] = defaultdict(int)
+        """Packed list key -> rows deleted from that audience this run."""
+        self._key_bytes: dict[str, bytes] = {}
 
     def attach(self, uploader: Sender, modes: AudienceModes | None = None) -> None:
         """The uploader that sends this mode's changes (built after the ledger)."""
@@ -92,18 +92,32 @@ class UpsertSync:
     # The record path -----------------------------------------------------------------
 
     def record(
-        self, row_id: bytes, audiences: Iterable[str], hashes: Iterable[str], *, deleted: bool
+        self, row_id: bytes, audiences: Sequence[str], hashes: Sequence[str], *, deleted: bool
     ) -> None:
-        """The row ``row_id`` now holds ``hashes`` in ``audiences`` (nothing if deleted)."""
-        pairs: frozenset[Pair] = frozenset()
+        """The row ``row_id`` now holds ``hashes`` in ``audiences`` (nothing if deleted).
+
+        Kept as the row's packed state (see :func:`row_ledger.pack`) so that the merge
+        compares bytes; most rows hold one identifier in one audience.
+        """
+        blob = b""
         if hashes and audiences:
-            digests = [bytes.fromhex(value) for value in hashes]
-            keys = [self.rows.list_key(audience) for audience in audiences]
-            self._touched.update(keys)
-            pairs = frozenset((key, digest) for key in keys for digest in digests)
-        self._batch[row_id] = (pairs, deleted)
+            key_bytes = self._key_bytes
+            if len(audiences) == 1 and len(hashes) == 1:
+                key = key_bytes.get(audiences[0]) or self._new_key(audiences[0])
+                blob = key + bytes.fromhex(hashes[0])
+            else:
+                keys = [key_bytes.get(a) or self._new_key(a) for a in audiences]
+                digests = [bytes.fromhex(value) for value in hashes]
+                blob = b"".join(sorted({key + digest for key in keys for digest in digests}))
+        self._batch[row_id] = (blob, deleted)
         if len(self._batch) >= self._batch_rows:
             self.apply()
+
+    def _new_key(self, audience: str) -> bytes:
+        key = self.rows.list_key(audience)
+        self._touched.add(key)
+        packed = self._key_bytes[audience] = key.to_bytes(KEY_BYTES, "big")
+        return packed
 
     # Merging a batch -----------------------------------------------------------------
 
@@ -124,61 +138,77 @@ class UpsertSync:
         self._send(removals, member=False)
 
     def _merge(
-        self, batch: dict[bytes, tuple[frozenset[Pair], bool]]
+        self, batch: dict[bytes, tuple[bytes, bool]]
     ) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
         """Commit one batch; return the pairs whose wanted presence flipped, per list."""
-        row_ids = list(batch)
+        # In key order: B-tree reads and writes then walk the tables' pages in order.
+        row_ids = sorted(batch)
         stored = self.rows.stored_rows(row_ids)
-        deltas: dict[Pair, int] = defaultdict(int)
-        list_rows: dict[int, int] = defaultdict(int)
+        deltas: dict[bytes, int] = defaultdict(int)
+        """Packed pair -> change of its live-row count."""
+        list_rows: dict[bytes, int] = defaultdict(int)
         rows_written: list[tuple[bytes, bytes]] = []
         rows_emptied: list[bytes] = []
-        for row_id, (pairs, deleted) in batch.items():
-            new_blob = pack(pairs)
-            old_blob = stored.get(row_id, b"")
-            if new_blob == old_blob:
+        for row_id in row_ids:
+            new, deleted = batch[row_id]
+            old = stored.get(row_id, b"")
+            if new == old:
                 continue  # a replay, or an update that changes nothing we keep
-            old_pairs = unpack(old_blob)
-            for pair in pairs - old_pairs:
+            if new:
+                rows_written.append((row_id, new))
+            else:
+                rows_emptied.append(row_id)
+            if not old and len(new) == PAIR_BYTES:  # the common case: a new one-pair row
+                deltas[new] += 1
+                list_rows[new[:KEY_BYTES]] += 1
+                continue
+            old_pairs = set(entries(old))
+            new_pairs = set(entries(new))
+            for pair in new_pairs - old_pairs:
                 deltas[pair] += 1
-            for pair in old_pairs - pairs:
+            for pair in old_pairs - new_pairs:
                 deltas[pair] -= 1
-            old_lists = {key for key, _ in old_pairs}
-            new_lists = {key for key, _ in pairs}
-            self._touched |= old_lists | new_lists
+            old_lists = {pair[:KEY_BYTES] for pair in old_pairs}
+            new_lists = {pair[:KEY_BYTES] for pair in new_pairs}
             for key in new_lists - old_lists:
                 list_rows[key] += 1
             for key in old_lists - new_lists:
                 list_rows[key] -= 1
                 if deleted:
-                    self._counts[self.rows.audience(key)].rows_deleted += 1
-            if pairs:
-                rows_written.append((row_id, new_blob))
-            else:
-                rows_emptied.append(row_id)
+                    self._rows_deleted[key] += 1
 
-        changes: list[LiveChange] = []
-        list_members: dict[int, int] = defaultdict(int)
-        additions: dict[int, list[bytes]] = defaultdict(list)
-        removals: dict[int, list[bytes]] = defaultdict(list)
-        by_list: dict[int, list[tuple[bytes, int]]] = defaultdict(list)
-        for (key, digest), delta in deltas.items():
+        by_list: dict[bytes, list[tuple[bytes, int]]] = defaultdict(list)
+        for pair, delta in deltas.items():
             if delta:
-                by_list[key].append((digest, delta))
-        for key, entries in by_list.items():
-            current = self.rows.live_rows(key, [digest for digest, _ in entries])
-            for digest, delta in entries:
+                by_list[pair[:KEY_BYTES]].append((pair[KEY_BYTES:], delta))
+        changes: list[LiveChange] = []
+        list_members: dict[bytes, int] = defaultdict(int)
+        additions: dict[int, list[bytes]] = {}
+        removals: dict[int, list[bytes]] = {}
+        for packed_key, found in sorted(by_list.items()):
+            list_key = int.from_bytes(packed_key, "big")
+            self._touched.add(list_key)
+            found.sort()
+            current = self.rows.live_rows(list_key, [digest for digest, _ in found])
+            added = additions[list_key] = []
+            removed = removals[list_key] = []
+            for digest, delta in found:
                 before = current.get(digest, 0)
-                after = max(0, before + delta)
-                changes.append(LiveChange(key, digest, after))
+                after = before + delta
+                if after < 0:  # only a damaged ledger could say so
+                    after = 0
                 if before == 0 and after > 0:
-                    list_members[key] += 1
-                    additions[key].append(digest)
+                    added.append(digest)
                 elif before > 0 and after == 0:
-                    list_members[key] -= 1
-                    removals[key].append(digest)
+                    removed.append(digest)
+                elif before == after:
+                    continue  # nothing to write (a count the ledger never had)
+                changes.append(
+                    LiveChange(list_key, digest, after, send=(before == 0) != (after == 0))
+                )
+            list_members[packed_key] = len(added) - len(removed)
         list_deltas = {
-            key: (list_rows.get(key, 0), list_members.get(key, 0))
+            int.from_bytes(key, "big"): (list_rows.get(key, 0), list_members.get(key, 0))
             for key in set(list_rows) | set(list_members)
         }
         self.rows.commit_batch(rows_written, rows_emptied, changes, list_deltas)
@@ -256,11 +286,7 @@ class UpsertSync:
                 count,
             )
 
-    # Hooks for the uploader: the ledger is written around every request. ------------
-
-    def before_sending(self, audience: str, operation: Operation, hashes: list[str]) -> None:
-        """Mark the pairs uncertain before a request that may or may not get applied."""
-        self.rows.sending(self.rows.list_key(audience), [bytes.fromhex(h) for h in hashes])
+    # Hook for the uploader: acknowledgements settle the pairs. -----------------------
 
     def acknowledged(
         self, audience: str, list_id: str, operation: Operation, hashes: list[str]
@@ -287,11 +313,15 @@ class UpsertSync:
                 report = self._report.audience(audience)
                 report.upsert = {
                     "live_rows": counters.live_rows,
-                    "rows_deleted": self._counts[audience].rows_deleted,
+                    "rows_deleted": self._rows_deleted[key.to_bytes(KEY_BYTES, "big")],
                     "members": counters.live_members,
                 }
                 if not self._dry_run:  # a dry run changed nothing on Pinterest
                     report.ledger_members = counters.live_members
+
+    def settle(self) -> None:
+        """Make the acknowledgements so far durable (a checkpoint: STATE follows)."""
+        self.rows.ledger.commit()
 
     def close(self) -> None:
         """Close the ledger (a dry run's writes are rolled back)."""

@@ -121,7 +121,7 @@ def write_config(tmp_path: Path, emulator: Emulator, **overrides: Any) -> Path:
 
 
 def test_sigkill_mid_run_then_rerun_from_last_state_converges(tmp_path: Path) -> None:
-    with Emulator(EmulatorConfig(latency_ms=40)) as emulator:
+    with Emulator(EmulatorConfig.without_rate_limits(latency_ms=40)) as emulator:
         config_path = write_config(tmp_path, emulator)
         chunks = tap_output()
 
@@ -171,7 +171,7 @@ def test_every_emitted_state_covers_only_acknowledged_changes(tmp_path: Path) ->
     emulator's membership must match that change.
     """
     chunks = tap_output()
-    with Emulator(EmulatorConfig(latency_ms=20)) as emulator:
+    with Emulator(EmulatorConfig.without_rate_limits(latency_ms=20)) as emulator:
         config_path = write_config(tmp_path, emulator)
         target = RunningTarget(config_path)
         target.send([SCHEMA])
@@ -263,7 +263,7 @@ def test_sigterm_while_a_request_waits_for_a_slot_loses_nothing(tmp_path: Path) 
     read (some had left the pending set but not reached Pinterest). It confirms the STATE
     after record 5 only if it read it.
     """
-    with Emulator(EmulatorConfig(latency_ms=1500)) as emulator:
+    with Emulator(EmulatorConfig.without_rate_limits(latency_ms=1500)) as emulator:
         config_path = write_config(
             tmp_path,
             emulator,

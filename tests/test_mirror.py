@@ -307,7 +307,7 @@ def test_failed_requests_leave_the_ledger_consistent_and_a_rerun_converges(
 
 
 def test_sigkill_during_a_mirror_run_then_rerun_converges(tmp_path: Path) -> None:
-    with Emulator(EmulatorConfig(latency_ms=60)) as emulator:
+    with Emulator(EmulatorConfig.without_rate_limits(latency_ms=60)) as emulator:
         first = {"vip": users(*range(0, 200))}
         assert mirror_run(emulator, tmp_path, first, records_per_request=10)[0].returncode == 0
         target = {"vip": users(*range(100, 300))}  # 100 removals, 100 additions
