@@ -81,22 +81,18 @@ _TABLES = {
     # Upsert mode: each keyed row's (list, hash) pairs, keyed by a SHA-256 of the ad
     # account, stream and key values (keys are often emails: never stored raw).
     "ledger_rows": "row_id {blob} PRIMARY KEY, pairs {blob} NOT NULL",
-    # Upsert mode: per (list, hash), how many live rows hold it and what Pinterest has
-    # (sent: 0 absent, 1 uncertain, 2 acknowledged present).
+    # Upsert mode: per (list, hash), how many live rows hold it (only pairs with some).
     "ledger_live_members": (
         "list_key BIGINT NOT NULL, hash {blob} NOT NULL, live_rows BIGINT NOT NULL,"
-        " sent SMALLINT NOT NULL, PRIMARY KEY (list_key, hash)"
+        " PRIMARY KEY (list_key, hash)"
+    ),
+    # Upsert mode: the pairs each merged batch flipped, until a checkpoint confirmed that
+    # Pinterest acknowledged every request sent before it.
+    "ledger_pending_batches": (
+        "batch_id {key}, ad_account_id TEXT NOT NULL, pairs {blob} NOT NULL"
     ),
 }
 _CLUSTERED = frozenset({"ledger_members", "ledger_rows", "ledger_live_members"})
-
-PENDING = "(sent = 1 OR (live_rows > 0) <> (sent = 2))"
-"""An upsert pair whose presence on Pinterest may differ from what its live rows say."""
-
-_INDEXES = {
-    # Finds the pairs a crashed run left unsettled without scanning 10M rows.
-    "ledger_live_pending": f"ledger_live_members (list_key, hash) WHERE {PENDING}",
-}
 
 # Columns added to existing tables by each migration (the tables it adds are created from
 # _TABLES, which always describes the newest version).
@@ -182,8 +178,6 @@ class Ledger:
             for table, column, ddl in _ADDED_COLUMNS.get(migration, ()):
                 if column not in self._columns(table):
                     self._execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
-        for name, definition in _INDEXES.items():
-            self._execute(f"CREATE INDEX IF NOT EXISTS {name} ON {definition}")
         self._execute(
             "INSERT INTO ledger_meta (name, value) VALUES ('schema_version', ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

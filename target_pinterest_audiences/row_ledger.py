@@ -1,24 +1,25 @@
-"""Upsert mode's part of the ledger: each keyed row's pairs, and live members per list.
+"""Upsert mode's part of the ledger: each keyed row's pairs, live counts, pending batches.
 
-Two tables (defined with the others in :mod:`ledger`):
+Three tables (defined with the others in :mod:`ledger`):
 
 - ``ledger_rows``: per row (a SHA-256 of account, stream and key values), the sorted
   (list, hash) pairs it contributes, packed as 36-byte entries (4-byte list key, 32-byte
   digest). A row that holds nothing, or was deleted, has no entry.
-- ``ledger_live_members``: per (list, hash), how many live rows hold it (``live_rows``)
-  and what Pinterest has (``sent``: 0 absent, 1 uncertain, 2 present). A pair is wanted
-  in the list while ``live_rows > 0``.
+- ``ledger_live_members``: per (list, hash), how many live rows hold it. A pair is wanted
+  in the list while it has an entry.
+- ``ledger_pending_batches``: per merged batch, the packed pairs whose wanted presence it
+  flipped. Pinterest holds a pair exactly when the pair is wanted, except for the pairs
+  of pending batches: their requests may not have been acknowledged yet.
 
-A pair is *pending* while what Pinterest has may differ from what its rows say (see
-:data:`ledger.PENDING`); a partial index finds pending pairs without a scan, which is how a
-run finds the work a crashed run left. Row states, live counts and the uncertain marks of
-the pairs to send are committed together, before those requests are sent; each
-acknowledgement then settles its pairs (present, or gone), as mirror mode does around
-every request.
+A batch's rows, live counts and pending entry are committed in one transaction, before its
+requests are sent (so Pinterest may hold them from then on: "uncertain before"); a
+checkpoint, after the uploader's flush confirmed every request sent so far, deletes the
+pending entries ("confirmed after"). After a crash the next run re-sends the current
+wanted state of every pair still pending, which converges because ADD and REMOVE are
+idempotent. Nothing is written per request: a pair costs one write when it changes and
+none when it is acknowledged.
 
-The main thread alone writes rows and ``live_rows``, and marks the pairs a batch will send
-uncertain in the same transaction; request threads settle ``sent`` after each
-acknowledgement (the ``confirm_*`` methods). Every method takes the ledger's lock.
+The main thread alone writes these tables; every method takes the ledger's lock.
 """
 
 from __future__ import annotations
@@ -26,10 +27,7 @@ from __future__ import annotations
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 
-from target_pinterest_audiences.ledger import CHUNK_ROWS, PENDING, Ledger
-
-ABSENT, UNCERTAIN, PRESENT = 0, 1, 2
-"""Values of ``ledger_live_members.sent``."""
+from target_pinterest_audiences.ledger import Ledger
 
 PAIR_BYTES = 36
 KEY_BYTES = 4
@@ -38,7 +36,7 @@ Pair = tuple[int, bytes]
 """(list key, 32-byte digest)."""
 
 # Statement parameters per IN (...) list: far below both backends' limits. Only "?"
-# placeholders and module constants are ever formatted into SQL (hence the S608 waivers).
+# placeholders are ever formatted into SQL (hence the S608 waivers).
 _IN_CHUNK = 5_000
 
 
@@ -57,18 +55,6 @@ def unpack(blob: bytes) -> set[Pair]:
     return {
         (int.from_bytes(entry[:KEY_BYTES], "big"), entry[KEY_BYTES:]) for entry in entries(blob)
     }
-
-
-@dataclass(frozen=True, slots=True)
-class LiveChange:
-    """A pair whose live-row count changes in a batch."""
-
-    list_key: int
-    digest: bytes
-    live_rows: int
-    """The count after the batch."""
-    send: bool
-    """Its wanted presence flips: a request follows, so Pinterest may have it or not."""
 
 
 @dataclass(frozen=True, slots=True)
@@ -160,15 +146,17 @@ class RowLedger:
         self,
         rows: Sequence[tuple[bytes, bytes]],
         deleted_rows: Sequence[bytes],
-        changes: Sequence[LiveChange],
+        live: Sequence[tuple[int, bytes, int]],
         list_deltas: dict[int, tuple[int, int]],
+        flipped: bytes,
     ) -> None:
-        """Write one batch of row states and their live counts in one transaction.
+        """Write one batch in one transaction.
 
         ``rows``: (row id, packed pairs) of rows that hold something now; ``deleted_rows``:
-        rows that hold nothing now; ``list_deltas``: per list key, the change of its live
-        rows and live members. A pair whose count drops to 0 is always sent a REMOVE, so
-        it stays (uncertain) until that is acknowledged.
+        rows that hold nothing now; ``live``: (list key, digest, live rows after) of every
+        pair whose count changed (0: no longer wanted); ``list_deltas``: per list key, the
+        change of its live rows and live members; ``flipped``: the packed pairs whose
+        wanted presence flipped, pending until a checkpoint (see :meth:`confirm_sent`).
         """
         sql = self.ledger.sql
         with self.ledger.transaction() as cursor:
@@ -182,118 +170,73 @@ class RowLedger:
             cursor.executemany(
                 sql("DELETE FROM ledger_rows WHERE row_id = ?"), [(row,) for row in deleted_rows]
             )
-            # A pair about to be sent is uncertain from now on: should the process die
-            # before the acknowledgement, the next run finds it pending and settles it.
             cursor.executemany(
                 sql(
-                    "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
-                    "VALUES (?, ?, ?, 1) ON CONFLICT (list_key, hash) "
-                    "DO UPDATE SET live_rows = excluded.live_rows, sent = 1"
-                ),
-                [(c.list_key, c.digest, c.live_rows) for c in changes if c.send],
-            )
-            cursor.executemany(
-                sql(
-                    "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
-                    "VALUES (?, ?, ?, 0) "
+                    "INSERT INTO ledger_live_members (list_key, hash, live_rows) VALUES (?, ?, ?) "
                     "ON CONFLICT (list_key, hash) DO UPDATE SET live_rows = excluded.live_rows"
                 ),
-                [(c.list_key, c.digest, c.live_rows) for c in changes if not c.send],
+                [entry for entry in live if entry[2] > 0],
+            )
+            cursor.executemany(
+                sql("DELETE FROM ledger_live_members WHERE list_key = ? AND hash = ?"),
+                [(key, digest) for key, digest, count in live if count == 0],
             )
             cursor.executemany(
                 sql(
                     "UPDATE ledger_lists SET live_rows = live_rows + ?, "
                     "live_members = live_members + ? WHERE list_key = ?"
                 ),
-                [
-                    (rows_delta, members_delta, key)
-                    for key, (rows_delta, members_delta) in list_deltas.items()
-                ],
+                [(rows_, members, key) for key, (rows_, members) in list_deltas.items()],
             )
+            if flipped:
+                cursor.execute(
+                    sql("INSERT INTO ledger_pending_batches (ad_account_id, pairs) VALUES (?, ?)"),
+                    (self.ledger.account, flipped),
+                )
 
-    # Around requests (request threads) -----------------------------------------------
+    # Pending batches -----------------------------------------------------------------
 
-    def confirm_added(self, list_key: int, digests: Sequence[bytes]) -> None:
-        """After an acknowledged ADD: Pinterest has these."""
-        self._set_sent(list_key, digests, PRESENT)
+    def pending(self) -> Iterator[tuple[int, bytes]]:
+        """(batch id, packed pairs) of every batch not yet confirmed, oldest first."""
+        last = 0
+        while True:
+            with self.ledger.transaction() as cursor:
+                cursor.execute(
+                    self.ledger.sql(
+                        "SELECT batch_id, pairs FROM ledger_pending_batches "
+                        "WHERE ad_account_id = ? AND batch_id > ? ORDER BY batch_id LIMIT 16"
+                    ),
+                    (self.ledger.account, last),
+                )
+                rows = cursor.fetchall()
+            if not rows:
+                return
+            for batch_id, pairs in rows:
+                yield int(batch_id), bytes(pairs)
+            last = int(rows[-1][0])
 
-    def confirm_removed(self, list_key: int, digests: Sequence[bytes]) -> None:
-        """After an acknowledged REMOVE: Pinterest has none of these."""
-        params = [(list_key, digest) for digest in sorted(digests)]
-        with self.ledger.settling() as cursor:
-            cursor.executemany(
-                self.ledger.sql(
-                    "DELETE FROM ledger_live_members WHERE list_key = ? AND hash = ? "
-                    "AND live_rows = 0"
-                ),
-                params,
-            )
-            cursor.executemany(
-                self.ledger.sql(
-                    "UPDATE ledger_live_members SET sent = 0 WHERE list_key = ? AND hash = ?"
-                ),
-                params,
-            )
-
-    def _set_sent(self, list_key: int, digests: Sequence[bytes], sent: int) -> None:
-        with self.ledger.settling() as cursor:
-            cursor.executemany(
-                self.ledger.sql(
-                    "UPDATE ledger_live_members SET sent = ? WHERE list_key = ? AND hash = ?"
-                ),
-                [(sent, list_key, digest) for digest in sorted(digests)],
-            )
-
-    # Recovery ------------------------------------------------------------------------
-
-    def pending(self, list_key: int | None = None) -> Iterator[tuple[int, bytes, bool]]:
-        """Pairs whose presence on Pinterest may be wrong: (list key, digest, wanted).
-
-        All of this account's lists, or one; streamed in chunks through the partial index
-        (a list whose Pinterest copy was lost can have millions).
-        """
-        keys = [list_key] if list_key is not None else self._account_list_keys()
-        for key in keys:
-            last = b""
-            while True:
-                with self.ledger.transaction() as cursor:
-                    cursor.execute(
-                        self.ledger.sql(
-                            "SELECT hash, live_rows FROM ledger_live_members "  # noqa: S608
-                            f"WHERE list_key = ? AND {PENDING} AND hash > ? "
-                            "ORDER BY hash LIMIT ?"
-                        ),
-                        (key, last, CHUNK_ROWS),
-                    )
-                    rows = cursor.fetchall()
-                if not rows:
-                    break
-                for digest, live in rows:
-                    yield key, bytes(digest), int(live) > 0
-                last = bytes(rows[-1][0])
-
-    def _account_list_keys(self) -> list[int]:
+    def confirm_sent(self) -> None:
+        """A checkpoint: every request sent so far was acknowledged; nothing is pending."""
         with self.ledger.transaction() as cursor:
             cursor.execute(
-                self.ledger.sql("SELECT list_key FROM ledger_lists WHERE ad_account_id = ?"),
+                self.ledger.sql("DELETE FROM ledger_pending_batches WHERE ad_account_id = ?"),
                 (self.ledger.account,),
             )
-            return sorted(int(row[0]) for row in cursor.fetchall())
 
-    def forget_sent(self, list_key: int) -> None:
-        """The list the ledger described is gone from Pinterest: nothing of it is there.
-
-        Its live pairs become pending (to be added to the list that replaces it); pairs
-        kept only for a REMOVE are dropped.
-        """
-        with self.ledger.transaction() as cursor:
-            cursor.execute(
-                self.ledger.sql(
-                    "DELETE FROM ledger_live_members WHERE list_key = ? AND live_rows = 0"
-                ),
-                (list_key,),
-            )
-            cursor.execute(
-                self.ledger.sql("UPDATE ledger_live_members SET sent = 0 WHERE list_key = ?"),
-                (list_key,),
-            )
+    def live_digests(self, list_key: int) -> Iterator[list[bytes]]:
+        """Every wanted digest of one list, in chunks (to re-add a lost list)."""
+        last = b""
+        while True:
+            with self.ledger.transaction() as cursor:
+                cursor.execute(
+                    self.ledger.sql(
+                        "SELECT hash FROM ledger_live_members WHERE list_key = ? AND hash > ? "
+                        "ORDER BY hash LIMIT ?"
+                    ),
+                    (list_key, last, _IN_CHUNK),
+                )
+                rows = [bytes(row[0]) for row in cursor.fetchall()]
+            if not rows:
+                return
+            yield rows
+            last = rows[-1]

@@ -6,8 +6,9 @@ each keep their own account of a list's members, and changes mode keeps none, so
 writing one list would each undo the other's work. The first stream that names an audience
 claims it for its mode; another mode naming it stops the run, naming both streams.
 
-The uploader calls one pair of hooks around every request; they are routed here to the
-ledger of the audience's mode (changes mode writes no ledger).
+The uploader calls one pair of hooks around every request; they are routed here to mirror
+mode's ledger for the audiences it feeds (changes mode writes no ledger; upsert mode writes
+its own per batch and per checkpoint).
 """
 
 from __future__ import annotations
@@ -34,8 +35,9 @@ class AudienceModes:
 
     @property
     def ledgers(self) -> bool:
-        """Whether any mode of this run keeps a ledger (so the hooks have work to do)."""
-        return self.mirror is not None or self.upsert is not None
+        """Whether the hooks have work to do: mirror mode writes its ledger around every
+        request (upsert mode writes per batch and per checkpoint instead)."""
+        return self.mirror is not None
 
     def claim(self, audience: str, mode: str, stream: str) -> None:
         """``stream`` (in ``mode``) feeds ``audience``; refuse a second mode for it."""
@@ -59,16 +61,12 @@ class AudienceModes:
 
     def before_sending(self, audience: str, operation: Operation, hashes: list[str]) -> None:
         """Uploader hook: a request carrying ``hashes`` is about to be sent."""
-        # Upsert mode marked its pairs uncertain when it committed the batch.
-        if self.mode(audience) == MIRROR and self.mirror is not None:
+        if self.mirror is not None and self.mode(audience) == MIRROR:
             self.mirror.before_sending(audience, operation, hashes)
 
     def acknowledged(
         self, audience: str, list_id: str, operation: Operation, hashes: list[str]
     ) -> None:
         """Uploader hook: Pinterest acknowledged ``hashes``."""
-        mode = self.mode(audience)
-        if mode == UPSERT and self.upsert is not None:
-            self.upsert.acknowledged(audience, list_id, operation, hashes)
-        elif mode == MIRROR and self.mirror is not None:
+        if self.mirror is not None and self.mode(audience) == MIRROR:
             self.mirror.acknowledged(audience, list_id, operation, hashes)

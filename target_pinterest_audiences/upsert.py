@@ -13,10 +13,10 @@ and removed when it goes back to 0, so
 - replaying rows that were already applied changes no count and sends nothing.
 
 Records are gathered in batches (the last record of a key wins) and merged with the ledger
-one batch at a time, in one transaction that also marks the pairs it will send uncertain,
-before those requests are sent; each acknowledgement then settles its pairs. A run
-starts by re-sending whatever a crashed run left unsettled (the ledger's pending pairs), so
-SIGKILL at any point and a re-run converge, and STATE stays at-least-once.
+one batch at a time, in one transaction that also records the batch's flipped pairs as
+pending, before their requests are sent; a checkpoint (every request acknowledged, then
+STATE) clears them. A run starts by re-sending the wanted state of whatever a crashed run
+left pending, so SIGKILL at any point and a re-run converge, and STATE stays at-least-once.
 """
 
 from __future__ import annotations
@@ -26,18 +26,10 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
-from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
 from target_pinterest_audiences.report import RunReport
-from target_pinterest_audiences.row_ledger import (
-    KEY_BYTES,
-    PAIR_BYTES,
-    LiveChange,
-    RowLedger,
-    entries,
-)
+from target_pinterest_audiences.row_ledger import KEY_BYTES, PAIR_BYTES, RowLedger, entries
 from target_pinterest_audiences.sync_modes import UPSERT, AudienceModes
-from target_pinterest_audiences.uploader import ADD
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +45,9 @@ class Sender(Protocol):
 
     def resolve(self, audience: str) -> str | None:
         """The id of ``audience``'s list on Pinterest, or None if it has none."""
+
+    def list_ids(self) -> dict[str, str]:
+        """Audience -> list id of every list written or found this run."""
 
 
 class UpsertSync:
@@ -79,7 +74,6 @@ class UpsertSync:
         self._recovered = False
         self._checked: dict[str, int] = {}
         """Audiences whose list was checked against Pinterest this run -> their list key."""
-        self._list_ids: dict[str, str | None] = {}
         self._rows_deleted: dict[bytes, int] = defaultdict(int)
         """Packed list key -> rows deleted from that audience this run."""
         self._key_bytes: dict[str, bytes] = {}
@@ -181,7 +175,8 @@ class UpsertSync:
         for pair, delta in deltas.items():
             if delta:
                 by_list[pair[:KEY_BYTES]].append((pair[KEY_BYTES:], delta))
-        changes: list[LiveChange] = []
+        live: list[tuple[int, bytes, int]] = []
+        flipped: list[bytes] = []
         list_members: dict[bytes, int] = defaultdict(int)
         additions: dict[int, list[bytes]] = {}
         removals: dict[int, list[bytes]] = {}
@@ -197,21 +192,21 @@ class UpsertSync:
                 after = before + delta
                 if after < 0:  # only a damaged ledger could say so
                     after = 0
-                if before == 0 and after > 0:
-                    added.append(digest)
-                elif before > 0 and after == 0:
-                    removed.append(digest)
-                elif before == after:
+                if before == after:
                     continue  # nothing to write (a count the ledger never had)
-                changes.append(
-                    LiveChange(list_key, digest, after, send=(before == 0) != (after == 0))
-                )
+                live.append((list_key, digest, after))
+                if before == 0:
+                    added.append(digest)
+                    flipped.append(packed_key + digest)
+                elif after == 0:
+                    removed.append(digest)
+                    flipped.append(packed_key + digest)
             list_members[packed_key] = len(added) - len(removed)
         list_deltas = {
             int.from_bytes(key, "big"): (list_rows.get(key, 0), list_members.get(key, 0))
             for key in set(list_rows) | set(list_members)
         }
-        self.rows.commit_batch(rows_written, rows_emptied, changes, list_deltas)
+        self.rows.commit_batch(rows_written, rows_emptied, live, list_deltas, b"".join(flipped))
         return additions, removals
 
     # Sending -------------------------------------------------------------------------
@@ -234,7 +229,8 @@ class UpsertSync:
 
         If the list the ledger knows is gone (deleted in Ads Manager) or replaced, nothing
         of it is on Pinterest: every live identifier is re-added to the list that now
-        carries the name (created if there is none).
+        carries the name (created if there is none). The ledger learns the new list's id
+        only at the next checkpoint, so a re-add cut short by a crash starts again.
         """
         audience = self.rows.audience(list_key)
         if audience in self._checked or self._dry_run or self._uploader is None:
@@ -243,7 +239,6 @@ class UpsertSync:
         self._checked[audience] = list_key
         current = self._uploader.resolve(audience)
         recorded = self.rows.ledger.list_id(audience)
-        self._list_ids[audience] = current
         if recorded is not None and recorded != current:
             logger.warning(
                 "Customer list '%s' (id %s) that the ledger describes is gone from Pinterest%s; "
@@ -252,55 +247,31 @@ class UpsertSync:
                 recorded,
                 f" (now id {current})" if current else "",
             )
-            self.rows.forget_sent(list_key)
-            self.rows.ledger.set_list_id(audience, current)
-            self._send_pending(list_key)
+            for chunk in self.rows.live_digests(list_key):
+                self._send({list_key: chunk}, member=True)
         return audience
 
-    def _send_pending(self, list_key: int | None) -> int:
-        """Send every pending pair (of one list, or of the account) its wanted change."""
-        chunks: dict[tuple[int, bool], list[bytes]] = defaultdict(list)
-        count = 0
-        for key, digest, wanted in self.rows.pending(list_key):
-            count += 1
-            self._touched.add(key)
-            chunk = chunks[(key, wanted)]
-            chunk.append(digest)
-            if len(chunk) >= CHUNK_ROWS:
-                self._send({key: chunk}, member=wanted)
-                chunks[(key, wanted)] = []
-        for (key, wanted), chunk in chunks.items():
-            if chunk:
-                self._send({key: chunk}, member=wanted)
-        return count
-
     def _recover(self) -> None:
-        """Settle what an earlier run left pending (it stopped between commit and ack)."""
+        """Re-send what an earlier run may not have had acknowledged (it stopped early)."""
         if self._dry_run or self._uploader is None:
             return
-        count = self._send_pending(None)
+        count = 0
+        for _, blob in self.rows.pending():
+            by_list: dict[int, list[bytes]] = defaultdict(list)
+            for pair in entries(blob):
+                by_list[int.from_bytes(pair[:KEY_BYTES], "big")].append(pair[KEY_BYTES:])
+            for list_key, digests in by_list.items():
+                self._touched.add(list_key)
+                live = self.rows.live_rows(list_key, digests)
+                self._send({list_key: [d for d in digests if d in live]}, member=True)
+                self._send({list_key: [d for d in digests if d not in live]}, member=False)
+                count += len(digests)
         if count:
             logger.info(
-                "Upsert ledger: %d identifier change(s) left unacknowledged by an earlier run "
-                "were sent again",
+                "Upsert ledger: %d identifier change(s) an earlier run may not have had "
+                "acknowledged were sent again",
                 count,
             )
-
-    # Hook for the uploader: acknowledgements settle the pairs. -----------------------
-
-    def acknowledged(
-        self, audience: str, list_id: str, operation: Operation, hashes: list[str]
-    ) -> None:
-        """Record what Pinterest acknowledged (and which list it is, if created now)."""
-        if self._list_ids.get(audience) != list_id:
-            self._list_ids[audience] = list_id
-            self.rows.ledger.record_list_id(audience, list_id)
-        key = self.rows.list_key(audience)
-        digests = [bytes.fromhex(h) for h in hashes]
-        if operation == ADD:
-            self.rows.confirm_added(key, digests)
-        else:
-            self.rows.confirm_removed(key, digests)
 
     # Reporting -------------------------------------------------------------------------
 
@@ -320,8 +291,18 @@ class UpsertSync:
                     report.ledger_members = counters.live_members
 
     def settle(self) -> None:
-        """Make the acknowledgements so far durable (a checkpoint: STATE follows)."""
-        self.rows.ledger.commit()
+        """A checkpoint: the uploader flushed, so every change sent so far is acknowledged.
+
+        Clears the pending batches and records which list each audience now has.
+        """
+        if self._dry_run or self._uploader is None:
+            return
+        list_ids = self._uploader.list_ids()
+        for audience in self._checked:
+            list_id = list_ids.get(audience)
+            if list_id is not None and self.rows.ledger.list_id(audience) != list_id:
+                self.rows.ledger.record_list_id(audience, list_id)
+        self.rows.confirm_sent()
 
     def close(self) -> None:
         """Close the ledger (a dry run's writes are rolled back)."""

@@ -15,7 +15,6 @@ from pathlib import Path
 
 import pytest
 
-from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -43,14 +42,14 @@ class Crash(Exception):
 
 
 class FakePinterest:
-    """Uploader and Pinterest in one: queues changes, then delivers them like requests."""
+    """Uploader and Pinterest in one: queues changes, then delivers them like requests
+    (delivering everything and returning is the uploader's flush)."""
 
     def __init__(self) -> None:
         self.lists: dict[str, set[str]] = {}
         self.ids: dict[str, str] = {}
         self.queue: list[tuple[str, list[str], bool]] = []
         self.sent: list[tuple[str, str, bool]] = []
-        self.upsert: UpsertSync | None = None
 
     def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
         self.queue.append((audience, list(hashes), member))
@@ -58,21 +57,20 @@ class FakePinterest:
     def resolve(self, audience: str) -> str | None:
         return self.ids.get(audience)
 
-    def deliver(self, *, crash_after: int | None = None, ack: bool = True) -> None:
+    def list_ids(self) -> dict[str, str]:
+        return dict(self.ids)
+
+    def deliver(self, *, crash_after: int | None = None) -> None:
         """Send every queued change; optionally die after N requests (applied, unacked)."""
-        assert self.upsert is not None
         queue, self.queue = self.queue, []
         for number, (audience, hashes, member) in enumerate(queue):
-            operation: Operation = "ADD" if member else "REMOVE"
             members = self.lists.setdefault(audience, set())
-            list_id = self.ids.setdefault(audience, str(1000 + len(self.ids)))
+            self.ids.setdefault(audience, str(1000 + len(self.ids)))
             for value in hashes:
                 self.sent.append((audience, value, member))
                 (members.add if member else members.discard)(value)
             if crash_after is not None and number + 1 >= crash_after:
                 raise Crash
-            if ack:
-                self.upsert.acknowledged(audience, list_id, operation, hashes)
 
     def members(self) -> dict[str, set[str]]:
         return {name: set(values) for name, values in self.lists.items() if values}
@@ -119,7 +117,6 @@ class Run:
     def __init__(self, ledger: Ledger, pinterest: FakePinterest, *, batch_rows: int = 1000) -> None:
         self.upsert = UpsertSync(ledger, RunReport(), dry_run=False, batch_rows=batch_rows)
         self.upsert.attach(pinterest)
-        pinterest.upsert = self.upsert
         self.pinterest = pinterest
 
     def rows(self, *rows: tuple[bytes, list[str], list[str]]) -> Run:
