@@ -34,11 +34,14 @@ from dataclasses import dataclass
 from target_pinterest_audiences import scratch
 from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.errors import RemovalGuardError
-from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
+from target_pinterest_audiences.ledger import CACHE_KIB, CHUNK_ROWS, Ledger
 from target_pinterest_audiences.report import RunReport
 from target_pinterest_audiences.uploader import ADD, Uploader
 
 logger = logging.getLogger(__name__)
+
+KEEP_ROWS = 100_000
+"""Differences up to this size are kept by the guard's counting pass (about 10 MB)."""
 
 SNAPSHOT_FOLDER_PREFIX = "target-pinterest-audiences-snapshot-"
 """Snapshot folders in the temp directory are named ``<prefix><pid>-<random>``."""
@@ -63,10 +66,16 @@ class Snapshot:
         # Scratch data, rebuilt from the input on any re-run: no journal, no fsync.
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
+        # Read back in digest order, the rows are all over the file: keep it in memory up to
+        # a bound (the same 64 MiB as the ledger), beyond which pages are read again.
+        self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        # Appended in arrival order (the rowid), sorted once when first read: appending
+        # costs a third of keeping a keyed table up to date record by record.
         self._db.execute(
             "CREATE TABLE seen (audience INTEGER NOT NULL, hash BLOB NOT NULL,"
-            " present INTEGER NOT NULL, PRIMARY KEY (audience, hash)) WITHOUT ROWID"
+            " present INTEGER NOT NULL)"
         )
+        self._sorted = False
         self._keys: dict[str, int] = {}
         self._pending: list[tuple[int, bytes, int]] = []
         self.streams: dict[str, set[str]] = {}
@@ -88,31 +97,38 @@ class Snapshot:
             self._write()
 
     def _write(self) -> None:
-        self._db.executemany(
-            "INSERT INTO seen VALUES (?, ?, ?) "
-            "ON CONFLICT (audience, hash) DO UPDATE SET present = excluded.present",
-            self._pending,
-        )
-        self._pending.clear()
+        if self._pending:
+            self._sorted = False
+            self._db.executemany("INSERT INTO seen VALUES (?, ?, ?)", self._pending)
+            self._pending.clear()
 
     def present(self, audience: str) -> Iterator[bytes]:
-        """The members of ``audience`` in this run, in digest order, streamed."""
+        """The members of ``audience`` in this run, in digest order, streamed.
+
+        A user's last record in the run decides: rows of one digest come in arrival order,
+        and only the last of them counts.
+        """
         self._write()
         key = self._keys.get(audience)
         if key is None:
             return
-        last = b""
-        while True:
-            rows = self._db.execute(
-                "SELECT hash FROM seen WHERE audience = ? AND present = 1 AND hash > ? "
-                "ORDER BY hash LIMIT ?",
-                (key, last, CHUNK_ROWS),
-            ).fetchall()
-            if not rows:
-                return
-            for (digest,) in rows:
-                yield bytes(digest)
-            last = bytes(rows[-1][0])
+        if not self._sorted:
+            self._db.execute("CREATE INDEX IF NOT EXISTS seen_order ON seen (audience, hash)")
+            self._sorted = True
+        cursor = self._db.execute(
+            "SELECT hash, present FROM seen WHERE audience = ? ORDER BY hash, rowid", (key,)
+        )
+        last: bytes | None = None
+        last_present = 0
+        while rows := cursor.fetchmany(CHUNK_ROWS):
+            for digest, flag in rows:
+                if digest != last:
+                    if last is not None and last_present:
+                        yield bytes(last)
+                    last = digest
+                last_present = flag
+        if last is not None and last_present:
+            yield bytes(last)
 
     def close(self) -> None:
         """Delete the scratch file and its folder."""
@@ -150,10 +166,13 @@ class AudiencePlan:
     add: int = 0
     remove: int = 0
     unchanged: int = 0
+    kept: list[tuple[str, bool]] | None = None
+    """The counting pass's difference, (hex digest, add?), when small enough to keep."""
 
     def reset(self) -> None:
         """Forget the counts (a merge counts from zero)."""
         self.add = self.remove = self.unchanged = 0
+        self.kept = None
 
 
 class MirrorSync:
@@ -190,8 +209,7 @@ class MirrorSync:
     # Hooks for the uploader: the ledger is written around every request.
 
     def before_sending(self, audience: str, operation: Operation, hashes: list[str]) -> None:
-        """Mark rows uncertain before a request that may or may not get applied."""
-        self.ledger.mark_uncertain(audience, hashes)
+        """Nothing to do: :meth:`_send` marked the rows uncertain before queueing them."""
 
     def acknowledged(
         self, audience: str, list_id: str, operation: Operation, hashes: list[str]
@@ -269,7 +287,10 @@ class MirrorSync:
                 self.ledger.add_stream_audiences(stream, named)
             self.started = True
             for plan in plans:
-                self._merge(plan, uploader)
+                if plan.kept is not None:
+                    self._send_kept(plan, uploader)
+                else:
+                    self._merge(plan, uploader)
             uploader.flush()
             self._report_plans(plans, applied=True)
         else:
@@ -287,31 +308,61 @@ class MirrorSync:
         return AudiencePlan(audience, before=before, rows=rows)
 
     def _merge(self, plan: AudiencePlan, uploader: Uploader | None) -> None:
-        """Diff one audience and count it; with an ``uploader``, send the changes too."""
+        """Diff one audience and count it; with an ``uploader``, send the changes too.
+
+        Without one (the guard's counting pass), a small difference is kept, so that the
+        sending pass can send it without merging the audience a second time.
+        """
         plan.reset()
         audience = plan.audience
-        additions: list[str] = []
-        removals: list[str] = []
+        chunks: dict[bool, list[str]] = {True: [], False: []}
+        kept: list[tuple[str, bool]] | None = [] if uploader is None else None
         for digest, change in diff(self.ledger.members(audience), self.snapshot.present(audience)):
             if change is Change.UNCHANGED:
                 plan.unchanged += 1
                 continue
-            if change is Change.REMOVE:
-                plan.remove += 1
-                pending, member = removals, False
-            else:
+            member = change is Change.ADD
+            if member:
                 plan.add += 1
-                pending, member = additions, True
+            else:
+                plan.remove += 1
+            if kept is not None:
+                kept.append((digest.hex(), member))
+                if len(kept) > KEEP_ROWS:
+                    kept = None  # too many to hold: the sending pass merges again
+                continue
             if uploader is not None:
-                pending.append(digest.hex())
-                if len(pending) >= CHUNK_ROWS:
-                    uploader.change(audience, pending, member=member)
-                    pending.clear()
-        if uploader is not None:
-            if additions:
-                uploader.change(audience, additions, member=True)
-            if removals:
-                uploader.change(audience, removals, member=False)
+                chunk = chunks[member]
+                chunk.append(digest.hex())
+                if len(chunk) >= CHUNK_ROWS:
+                    self._send(uploader, audience, chunk, member=member)
+                    chunks[member] = []
+        if uploader is None:
+            plan.kept = kept
+            return
+        for member, chunk in chunks.items():
+            if chunk:
+                self._send(uploader, audience, chunk, member=member)
+
+    def _send_kept(self, plan: AudiencePlan, uploader: Uploader) -> None:
+        """Send the difference the counting pass kept."""
+        assert plan.kept is not None
+        for member in (True, False):
+            hashes = [value for value, is_member in plan.kept if is_member is member]
+            for start in range(0, len(hashes), CHUNK_ROWS):
+                self._send(
+                    uploader, plan.audience, hashes[start : start + CHUNK_ROWS], member=member
+                )
+
+    def _send(self, uploader: Uploader, audience: str, hashes: list[str], *, member: bool) -> None:
+        """Mark the rows uncertain (committed), then queue their request(s).
+
+        Marking a merge chunk at once, in digest order, costs one commit per chunk instead
+        of one per request, and every request still finds its rows marked before it leaves.
+        """
+        if not self._dry_run:
+            self.ledger.mark_uncertain(audience, hashes)
+        uploader.change(audience, hashes, member=member)
 
     def _report_plans(self, plans: list[AudiencePlan], *, applied: bool) -> None:
         for plan in plans:
