@@ -215,8 +215,15 @@ class TargetPinterestAudiences(Target):
 
     @property
     def _mirror_streams(self) -> bool:
-        """Whether a mirror-mode stream takes part in this run (its snapshot is pending)."""
-        return self.mirror is not None and bool(self.mirror.snapshot.streams)
+        """Whether this run is (partly) a mirror snapshot, still to be applied at its end.
+
+        With ``sync_mode: mirror`` every run is one, even before its first SCHEMA: a run
+        stopped that early applied no snapshot either. Otherwise, once a stream that
+        ``stream_sync_modes`` puts in mirror mode took part.
+        """
+        if self.mirror is None:
+            return False
+        return self.settings.sync_mode == MIRROR or bool(self.mirror.snapshot.streams)
 
     def _build_uploader(self) -> Uploader:
         settings = self.settings
