@@ -81,10 +81,12 @@ _TABLES = {
     # Upsert mode: each keyed row's (list, hash) pairs, keyed by a SHA-256 of the ad
     # account, stream and key values (keys are often emails: never stored raw).
     "ledger_rows": "row_id {blob} PRIMARY KEY, pairs {blob} NOT NULL",
-    # Upsert mode: per (list, hash), how many live rows hold it (only pairs with some).
+    # Upsert mode: per (list, hash), how many live rows hold it, and what is known of
+    # Pinterest's copy (sent: 0 absent, 1 a request outstanding, 2 present, 3 contested:
+    # flipped again while a request was outstanding, so only a checkpoint settles it).
     "ledger_live_members": (
         "list_key BIGINT NOT NULL, hash {blob} NOT NULL, live_rows BIGINT NOT NULL,"
-        " PRIMARY KEY (list_key, hash)"
+        " sent SMALLINT NOT NULL DEFAULT 0, PRIMARY KEY (list_key, hash)"
     ),
     # Upsert mode: the pairs each merged batch flipped, until a checkpoint confirmed that
     # Pinterest acknowledged every request sent before it.
@@ -93,6 +95,11 @@ _TABLES = {
     ),
 }
 _CLUSTERED = frozenset({"ledger_members", "ledger_rows", "ledger_live_members"})
+
+_INDEXES = {
+    # Contested pairs are rare; a checkpoint finds them without a scan.
+    "ledger_live_contested": "ledger_live_members (list_key, hash) WHERE sent = 3",
+}
 
 # Columns added to existing tables by each migration (the tables it adds are created from
 # _TABLES, which always describes the newest version).
@@ -178,6 +185,8 @@ class Ledger:
             for table, column, ddl in _ADDED_COLUMNS.get(migration, ()):
                 if column not in self._columns(table):
                     self._execute(f"ALTER TABLE {table} ADD COLUMN {column} {ddl}")
+        for name, definition in _INDEXES.items():
+            self._execute(f"CREATE INDEX IF NOT EXISTS {name} ON {definition}")
         self._execute(
             "INSERT INTO ledger_meta (name, value) VALUES ('schema_version', ?) "
             "ON CONFLICT (name) DO UPDATE SET value = excluded.value",

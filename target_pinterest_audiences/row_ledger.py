@@ -5,21 +5,23 @@ Three tables (defined with the others in :mod:`ledger`):
 - ``ledger_rows``: per row (a SHA-256 of account, stream and key values), the sorted
   (list, hash) pairs it contributes, packed as 36-byte entries (4-byte list key, 32-byte
   digest). A row that holds nothing, or was deleted, has no entry.
-- ``ledger_live_members``: per (list, hash), how many live rows hold it. A pair is wanted
-  in the list while it has an entry.
+- ``ledger_live_members``: per (list, hash), how many live rows hold it (wanted in the
+  list while more than 0) and what is known of Pinterest's copy (``sent``).
 - ``ledger_pending_batches``: per merged batch, the packed pairs whose wanted presence it
-  flipped. Pinterest holds a pair exactly when the pair is wanted, except for the pairs
-  of pending batches: their requests may not have been acknowledged yet.
+  flipped, kept until a checkpoint.
 
-A batch's rows, live counts and pending entry are committed in one transaction, before its
-requests are sent (so Pinterest may hold them from then on: "uncertain before"); a
-checkpoint, after the uploader's flush confirmed every request sent so far, deletes the
-pending entries ("confirmed after"). After a crash the next run re-sends the current
-wanted state of every pair still pending, which converges because ADD and REMOVE are
-idempotent. Nothing is written per request: a pair costs one write when it changes and
-none when it is acknowledged.
+A batch's rows, live counts and pending entry are committed in one transaction, which also
+marks each flipped pair uncertain (``sent`` 1), before its requests are sent. Each
+acknowledged request settles its pairs (present, or deleted); a pair that flips again while
+a request for it is outstanding is *contested* (``sent`` 3) and only a checkpoint settles it,
+since an acknowledgement could then be the older request's. A checkpoint (the uploader
+flushed: every request sent so far acknowledged, then STATE) settles the contested pairs and
+drops the pending batches. After a crash the next run looks at the pairs of the pending
+batches and re-sends the wanted state of every one not settled, so SIGKILL at any point and
+a re-run converge, without re-sending what was acknowledged.
 
-The main thread alone writes these tables; every method takes the ledger's lock.
+The main thread writes rows, live counts and pending batches; request threads write
+acknowledgements. Every method takes the ledger's lock.
 """
 
 from __future__ import annotations
@@ -31,6 +33,11 @@ from target_pinterest_audiences.ledger import Ledger
 
 PAIR_BYTES = 36
 KEY_BYTES = 4
+
+ABSENT, UNCERTAIN, PRESENT, CONTESTED = 0, 1, 2, 3
+"""Values of ``ledger_live_members.sent`` (see the module docstring)."""
+OPEN = frozenset({UNCERTAIN, CONTESTED})
+"""A request for the pair may be outstanding."""
 
 Pair = tuple[int, bytes]
 """(list key, 32-byte digest)."""
@@ -123,21 +130,24 @@ class RowLedger:
                 found.update((bytes(row_id), bytes(pairs)) for row_id, pairs in cursor.fetchall())
         return found
 
-    def live_rows(self, list_key: int, digests: Sequence[bytes]) -> dict[bytes, int]:
-        """The live-row counts of those of ``digests`` the list has an entry for."""
-        found: dict[bytes, int] = {}
+    def live_states(self, list_key: int, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+        """(live rows, sent) of those of ``digests`` the list has an entry for."""
+        found: dict[bytes, tuple[int, int]] = {}
         with self.ledger.transaction() as cursor:
             for start in range(0, len(digests), _IN_CHUNK):
                 chunk = digests[start : start + _IN_CHUNK]
                 marks = ", ".join("?" * len(chunk))
                 cursor.execute(
                     self.ledger.sql(
-                        "SELECT hash, live_rows FROM ledger_live_members "  # noqa: S608
+                        "SELECT hash, live_rows, sent FROM ledger_live_members "  # noqa: S608
                         f"WHERE list_key = ? AND hash IN ({marks})"
                     ),
                     (list_key, *chunk),
                 )
-                found.update((bytes(digest), int(live)) for digest, live in cursor.fetchall())
+                found.update(
+                    (bytes(digest), (int(live), int(sent)))
+                    for digest, live, sent in cursor.fetchall()
+                )
         return found
 
     # The batch write -----------------------------------------------------------------
@@ -146,17 +156,18 @@ class RowLedger:
         self,
         rows: Sequence[tuple[bytes, bytes]],
         deleted_rows: Sequence[bytes],
-        live: Sequence[tuple[int, bytes, int]],
+        counts: Sequence[tuple[int, bytes, int]],
+        flips: Sequence[tuple[int, bytes, int, int]],
         list_deltas: dict[int, tuple[int, int]],
-        flipped: bytes,
     ) -> None:
         """Write one batch in one transaction.
 
         ``rows``: (row id, packed pairs) of rows that hold something now; ``deleted_rows``:
-        rows that hold nothing now; ``live``: (list key, digest, live rows after) of every
-        pair whose count changed (0: no longer wanted); ``list_deltas``: per list key, the
-        change of its live rows and live members; ``flipped``: the packed pairs whose
-        wanted presence flipped, pending until a checkpoint (see :meth:`confirm_sent`).
+        rows that hold nothing now; ``counts``: (list key, digest, live rows) of pairs whose
+        count changed but not whether they are wanted; ``flips``: (list key, digest, live
+        rows, sent) of pairs whose wanted presence flipped (``sent`` uncertain or
+        contested), also recorded as this batch's pending entry; ``list_deltas``: per list
+        key, the change of its live rows and live members.
         """
         sql = self.ledger.sql
         with self.ledger.transaction() as cursor:
@@ -170,16 +181,18 @@ class RowLedger:
             cursor.executemany(
                 sql("DELETE FROM ledger_rows WHERE row_id = ?"), [(row,) for row in deleted_rows]
             )
+            # A count alone never touches sent: a request thread may be settling it.
             cursor.executemany(
-                sql(
-                    "INSERT INTO ledger_live_members (list_key, hash, live_rows) VALUES (?, ?, ?) "
-                    "ON CONFLICT (list_key, hash) DO UPDATE SET live_rows = excluded.live_rows"
-                ),
-                [entry for entry in live if entry[2] > 0],
+                sql("UPDATE ledger_live_members SET live_rows = ? WHERE list_key = ? AND hash = ?"),
+                [(live, key, digest) for key, digest, live in counts],
             )
             cursor.executemany(
-                sql("DELETE FROM ledger_live_members WHERE list_key = ? AND hash = ?"),
-                [(key, digest) for key, digest, count in live if count == 0],
+                sql(
+                    "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
+                    "VALUES (?, ?, ?, ?) ON CONFLICT (list_key, hash) "
+                    "DO UPDATE SET live_rows = excluded.live_rows, sent = excluded.sent"
+                ),
+                flips,
             )
             cursor.executemany(
                 sql(
@@ -188,11 +201,38 @@ class RowLedger:
                 ),
                 [(rows_, members, key) for key, (rows_, members) in list_deltas.items()],
             )
-            if flipped:
+            if flips:
+                packed = b"".join(
+                    key.to_bytes(KEY_BYTES, "big") + digest for key, digest, _, _ in flips
+                )
                 cursor.execute(
                     sql("INSERT INTO ledger_pending_batches (ad_account_id, pairs) VALUES (?, ?)"),
-                    (self.ledger.account, flipped),
+                    (self.ledger.account, packed),
                 )
+
+    # Around requests (request threads) -----------------------------------------------
+
+    def confirm_added(self, list_key: int, digests: Sequence[bytes]) -> None:
+        """After an acknowledged ADD: these are present, unless contested meanwhile."""
+        with self.ledger.settling() as cursor:
+            cursor.executemany(
+                self.ledger.sql(
+                    "UPDATE ledger_live_members SET sent = 2 "
+                    "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows > 0"
+                ),
+                [(list_key, digest) for digest in sorted(digests)],
+            )
+
+    def confirm_removed(self, list_key: int, digests: Sequence[bytes]) -> None:
+        """After an acknowledged REMOVE: these are gone, unless contested meanwhile."""
+        with self.ledger.settling() as cursor:
+            cursor.executemany(
+                self.ledger.sql(
+                    "DELETE FROM ledger_live_members "
+                    "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows = 0"
+                ),
+                [(list_key, digest) for digest in sorted(digests)],
+            )
 
     # Pending batches -----------------------------------------------------------------
 
@@ -215,11 +255,16 @@ class RowLedger:
                 yield int(batch_id), bytes(pairs)
             last = int(rows[-1][0])
 
-    def confirm_sent(self) -> None:
-        """A checkpoint: every request sent so far was acknowledged; nothing is pending."""
+    def checkpoint(self) -> None:
+        """Every request sent so far was acknowledged: settle contested pairs, drop pending."""
+        sql = self.ledger.sql
         with self.ledger.transaction() as cursor:
             cursor.execute(
-                self.ledger.sql("DELETE FROM ledger_pending_batches WHERE ad_account_id = ?"),
+                sql("UPDATE ledger_live_members SET sent = 2 WHERE sent = 3 AND live_rows > 0")
+            )
+            cursor.execute(sql("DELETE FROM ledger_live_members WHERE sent = 3 AND live_rows = 0"))
+            cursor.execute(
+                sql("DELETE FROM ledger_pending_batches WHERE ad_account_id = ?"),
                 (self.ledger.account,),
             )
 
@@ -231,7 +276,7 @@ class RowLedger:
                 cursor.execute(
                     self.ledger.sql(
                         "SELECT hash FROM ledger_live_members WHERE list_key = ? AND hash > ? "
-                        "ORDER BY hash LIMIT ?"
+                        "AND live_rows > 0 ORDER BY hash LIMIT ?"
                     ),
                     (list_key, last, _IN_CHUNK),
                 )

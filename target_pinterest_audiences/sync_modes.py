@@ -6,9 +6,9 @@ each keep their own account of a list's members, and changes mode keeps none, so
 writing one list would each undo the other's work. The first stream that names an audience
 claims it for its mode; another mode naming it stops the run, naming both streams.
 
-The uploader calls one pair of hooks around every request; they are routed here to mirror
-mode's ledger for the audiences it feeds (changes mode writes no ledger; upsert mode writes
-its own per batch and per checkpoint).
+The uploader calls one pair of hooks around every request; they are routed here to the
+ledger of the audience's mode (changes mode writes no ledger; mirror and upsert mode mark
+their rows uncertain before queueing them, so only acknowledgements come through here).
 """
 
 from __future__ import annotations
@@ -35,9 +35,8 @@ class AudienceModes:
 
     @property
     def ledgers(self) -> bool:
-        """Whether the hooks have work to do: mirror mode writes its ledger around every
-        request (upsert mode writes per batch and per checkpoint instead)."""
-        return self.mirror is not None
+        """Whether the hooks have work to do (a ledger mode is configured)."""
+        return self.mirror is not None or self.upsert is not None
 
     def claim(self, audience: str, mode: str, stream: str) -> None:
         """``stream`` (in ``mode``) feeds ``audience``; refuse a second mode for it."""
@@ -68,5 +67,8 @@ class AudienceModes:
         self, audience: str, list_id: str, operation: Operation, hashes: list[str]
     ) -> None:
         """Uploader hook: Pinterest acknowledged ``hashes``."""
-        if self.mirror is not None and self.mode(audience) == MIRROR:
+        mode = self.mode(audience)
+        if mode == UPSERT and self.upsert is not None:
+            self.upsert.acknowledged(audience, list_id, operation, hashes)
+        elif mode == MIRROR and self.mirror is not None:
             self.mirror.acknowledged(audience, list_id, operation, hashes)

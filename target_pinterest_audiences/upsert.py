@@ -13,10 +13,12 @@ and removed when it goes back to 0, so
 - replaying rows that were already applied changes no count and sends nothing.
 
 Records are gathered in batches (the last record of a key wins) and merged with the ledger
-one batch at a time, in one transaction that also records the batch's flipped pairs as
-pending, before their requests are sent; a checkpoint (every request acknowledged, then
-STATE) clears them. A run starts by re-sending the wanted state of whatever a crashed run
-left pending, so SIGKILL at any point and a re-run converge, and STATE stays at-least-once.
+one batch at a time, in one transaction that also marks the pairs it flips uncertain and
+records them as pending, before their requests are sent; each acknowledgement settles its
+pairs, and a checkpoint (every request acknowledged, then STATE) clears the pending record.
+A run starts by re-sending the wanted state of every pending pair a crashed run left
+unsettled (not what was acknowledged), so SIGKILL at any point and a re-run converge, and
+STATE stays at-least-once.
 """
 
 from __future__ import annotations
@@ -26,10 +28,22 @@ from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from typing import Protocol
 
+from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
 from target_pinterest_audiences.report import RunReport
-from target_pinterest_audiences.row_ledger import KEY_BYTES, PAIR_BYTES, RowLedger, entries
+from target_pinterest_audiences.row_ledger import (
+    ABSENT,
+    CONTESTED,
+    KEY_BYTES,
+    OPEN,
+    PAIR_BYTES,
+    PRESENT,
+    UNCERTAIN,
+    RowLedger,
+    entries,
+)
 from target_pinterest_audiences.sync_modes import UPSERT, AudienceModes
+from target_pinterest_audiences.uploader import ADD
 
 logger = logging.getLogger(__name__)
 
@@ -175,8 +189,8 @@ class UpsertSync:
         for pair, delta in deltas.items():
             if delta:
                 by_list[pair[:KEY_BYTES]].append((pair[KEY_BYTES:], delta))
-        live: list[tuple[int, bytes, int]] = []
-        flipped: list[bytes] = []
+        counts: list[tuple[int, bytes, int]] = []
+        flips: list[tuple[int, bytes, int, int]] = []
         list_members: dict[bytes, int] = defaultdict(int)
         additions: dict[int, list[bytes]] = {}
         removals: dict[int, list[bytes]] = {}
@@ -184,29 +198,29 @@ class UpsertSync:
             list_key = int.from_bytes(packed_key, "big")
             self._touched.add(list_key)
             found.sort()
-            current = self.rows.live_rows(list_key, [digest for digest, _ in found])
+            current = self.rows.live_states(list_key, [digest for digest, _ in found])
             added = additions[list_key] = []
             removed = removals[list_key] = []
             for digest, delta in found:
-                before = current.get(digest, 0)
+                before, sent = current.get(digest, (0, ABSENT))
                 after = before + delta
                 if after < 0:  # only a damaged ledger could say so
                     after = 0
                 if before == after:
                     continue  # nothing to write (a count the ledger never had)
-                live.append((list_key, digest, after))
-                if before == 0:
-                    added.append(digest)
-                    flipped.append(packed_key + digest)
-                elif after == 0:
-                    removed.append(digest)
-                    flipped.append(packed_key + digest)
+                if (before == 0) == (after == 0):
+                    counts.append((list_key, digest, after))
+                    continue
+                # A request for the pair may still be outstanding: its acknowledgement must
+                # not be taken for the one this flip will send.
+                flips.append((list_key, digest, after, CONTESTED if sent in OPEN else UNCERTAIN))
+                (added if after else removed).append(digest)
             list_members[packed_key] = len(added) - len(removed)
         list_deltas = {
             int.from_bytes(key, "big"): (list_rows.get(key, 0), list_members.get(key, 0))
             for key in set(list_rows) | set(list_members)
         }
-        self.rows.commit_batch(rows_written, rows_emptied, live, list_deltas, b"".join(flipped))
+        self.rows.commit_batch(rows_written, rows_emptied, counts, flips, list_deltas)
         return additions, removals
 
     # Sending -------------------------------------------------------------------------
@@ -252,7 +266,7 @@ class UpsertSync:
         return audience
 
     def _recover(self) -> None:
-        """Re-send what an earlier run may not have had acknowledged (it stopped early)."""
+        """Re-send what an earlier run flipped and did not have acknowledged (it stopped)."""
         if self._dry_run or self._uploader is None:
             return
         count = 0
@@ -261,17 +275,37 @@ class UpsertSync:
             for pair in entries(blob):
                 by_list[int.from_bytes(pair[:KEY_BYTES], "big")].append(pair[KEY_BYTES:])
             for list_key, digests in by_list.items():
-                self._touched.add(list_key)
-                live = self.rows.live_rows(list_key, digests)
-                self._send({list_key: [d for d in digests if d in live]}, member=True)
-                self._send({list_key: [d for d in digests if d not in live]}, member=False)
-                count += len(digests)
+                states = self.rows.live_states(list_key, digests)
+                wanted: list[bytes] = []
+                unwanted: list[bytes] = []
+                for digest in digests:
+                    live, sent = states.get(digest, (0, ABSENT))
+                    if sent in OPEN or (live > 0) != (sent == PRESENT):
+                        (wanted if live > 0 else unwanted).append(digest)
+                if wanted or unwanted:
+                    self._touched.add(list_key)
+                    self._send({list_key: wanted}, member=True)
+                    self._send({list_key: unwanted}, member=False)
+                    count += len(wanted) + len(unwanted)
         if count:
             logger.info(
-                "Upsert ledger: %d identifier change(s) an earlier run may not have had "
+                "Upsert ledger: %d identifier change(s) an earlier run did not have "
                 "acknowledged were sent again",
                 count,
             )
+
+    # Hook for the uploader: an acknowledgement settles its pairs. --------------------
+
+    def acknowledged(
+        self, audience: str, list_id: str, operation: Operation, hashes: list[str]
+    ) -> None:
+        """Pinterest acknowledged a request: its pairs are settled (unless contested)."""
+        key = self.rows.list_key(audience)
+        digests = [bytes.fromhex(value) for value in hashes]
+        if operation == ADD:
+            self.rows.confirm_added(key, digests)
+        else:
+            self.rows.confirm_removed(key, digests)
 
     # Reporting -------------------------------------------------------------------------
 
@@ -293,7 +327,8 @@ class UpsertSync:
     def settle(self) -> None:
         """A checkpoint: the uploader flushed, so every change sent so far is acknowledged.
 
-        Clears the pending batches and records which list each audience now has.
+        Settles contested pairs, clears the pending batches, and records which list each
+        audience now has (only now: a re-add to a new list cut short starts again).
         """
         if self._dry_run or self._uploader is None:
             return
@@ -302,7 +337,7 @@ class UpsertSync:
             list_id = list_ids.get(audience)
             if list_id is not None and self.rows.ledger.list_id(audience) != list_id:
                 self.rows.ledger.record_list_id(audience, list_id)
-        self.rows.confirm_sent()
+        self.rows.checkpoint()
 
     def close(self) -> None:
         """Close the ledger (a dry run's writes are rolled back)."""

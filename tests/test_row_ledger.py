@@ -50,6 +50,7 @@ class FakePinterest:
         self.ids: dict[str, str] = {}
         self.queue: list[tuple[str, list[str], bool]] = []
         self.sent: list[tuple[str, str, bool]] = []
+        self.upsert: UpsertSync | None = None
 
     def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
         self.queue.append((audience, list(hashes), member))
@@ -61,16 +62,19 @@ class FakePinterest:
         return dict(self.ids)
 
     def deliver(self, *, crash_after: int | None = None) -> None:
-        """Send every queued change; optionally die after N requests (applied, unacked)."""
+        """Send every queued change, acknowledging each as the uploader does; optionally
+        die after N requests (the last one applied, never acknowledged)."""
+        assert self.upsert is not None
         queue, self.queue = self.queue, []
         for number, (audience, hashes, member) in enumerate(queue):
             members = self.lists.setdefault(audience, set())
-            self.ids.setdefault(audience, str(1000 + len(self.ids)))
+            list_id = self.ids.setdefault(audience, str(1000 + len(self.ids)))
             for value in hashes:
                 self.sent.append((audience, value, member))
                 (members.add if member else members.discard)(value)
             if crash_after is not None and number + 1 >= crash_after:
                 raise Crash
+            self.upsert.acknowledged(audience, list_id, "ADD" if member else "REMOVE", hashes)
 
     def members(self) -> dict[str, set[str]]:
         return {name: set(values) for name, values in self.lists.items() if values}
@@ -117,6 +121,7 @@ class Run:
     def __init__(self, ledger: Ledger, pinterest: FakePinterest, *, batch_rows: int = 1000) -> None:
         self.upsert = UpsertSync(ledger, RunReport(), dry_run=False, batch_rows=batch_rows)
         self.upsert.attach(pinterest)
+        pinterest.upsert = self.upsert
         self.pinterest = pinterest
 
     def rows(self, *rows: tuple[bytes, list[str], list[str]]) -> Run:
@@ -403,3 +408,39 @@ def test_the_postgres_ledger_is_versioned_too(fresh_postgres_url: str) -> None:
         db.execute("UPDATE ledger_meta SET value = %s", (str(SCHEMA_VERSION + 1),))
     with pytest.raises(LedgerVersionError):
         PostgresLedger(fresh_postgres_url, ACCOUNT)
+
+
+def test_a_rerun_after_a_failed_run_sends_only_what_was_not_acknowledged(
+    open_ledger: LedgerFactory,
+) -> None:
+    pinterest = FakePinterest()
+    crashed = Run(open_ledger(), pinterest, batch_rows=1)  # one request per row here
+    crashed.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"]), (row(3), ["vip"], ["c"]))
+    with pytest.raises(Crash):
+        crashed.finish(crash_after=3)  # a and b acknowledged; c applied, not acknowledged
+    crashed.upsert.close()  # the run failed and ended (a SIGKILL may lose the last 2 s)
+    pinterest.sent.clear()
+
+    Run(open_ledger(), pinterest).finish()  # nothing replayed: the tap's STATE moved on
+
+    assert pinterest.sent == [("vip", h("c"), True)]
+    assert pinterest.members() == expect(vip=["a", "b", "c"])
+
+
+def test_an_old_acknowledgement_never_settles_a_newer_flip(open_ledger: LedgerFactory) -> None:
+    """ADD, REMOVE, ADD of one user queued while the first was outstanding; the first is
+    acknowledged, the REMOVE applied, and the process dies: the user must be re-added."""
+    pinterest = FakePinterest()
+    crashed = Run(open_ledger(), pinterest, batch_rows=1)  # every row is its own batch
+    crashed.rows((row(1), ["vip"], ["a"]))
+    crashed.delete(row(1))
+    crashed.rows((row(1), ["vip"], ["a"]))
+    assert [(member) for _, _, member in pinterest.queue] == [True, False, True]
+    with pytest.raises(Crash):
+        crashed.pinterest.deliver(crash_after=2)
+    crashed.upsert.close()  # the run failed; the first acknowledgement is committed
+    assert pinterest.members() == {}  # Pinterest has the REMOVE's result
+
+    Run(open_ledger(), pinterest).finish()
+
+    assert pinterest.members() == expect(vip=["a"])
