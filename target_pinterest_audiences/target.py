@@ -438,6 +438,11 @@ class TargetPinterestAudiences(Target):
             return
         self._finished = True
         self.progress.stop()
+        if self.upsert is not None:
+            try:
+                self.upsert.abandon()  # rows read and never merged (a failed run)
+            except Exception as exc:  # the summary must still be logged
+                self.logger.warning("Could not record the upsert rows not sent: %s", exc)
         self.uploader.close()
         if self.upsert is not None:
             try:

@@ -142,7 +142,11 @@ class UpsertSync:
             return
         batch, self._batch = self._batch, {}
         additions, removals = self._merge(batch)
-        self._send(additions, member=True)
+        try:
+            self._send(additions, member=True)
+        except BaseException:
+            self._count_failed({key: len(digests) for key, digests in removals.items()})
+            raise
         self._send(removals, member=False)
 
     def _merge(
@@ -226,17 +230,34 @@ class UpsertSync:
     # Sending -------------------------------------------------------------------------
 
     def _send(self, pairs: dict[int, list[bytes]], *, member: bool) -> None:
-        """Hand flipped pairs to the uploader, after checking each list once per run."""
+        """Hand flipped pairs to the uploader, after checking each list once per run.
+
+        If handing them over fails (the list cannot be looked up, the run already failed),
+        what was not handed over is counted as failed here: it stays pending in the
+        ledger for the next run, and the report must not look better than the run.
+        """
         uploader = self._uploader
         if uploader is None:
             return
-        for key, digests in pairs.items():
-            audience = self._check_list(key)
-            if self._modes is not None:
-                self._modes.claim(audience, UPSERT, "(rows in the upsert ledger)")
-            for start in range(0, len(digests), CHUNK_ROWS):
-                chunk = digests[start : start + CHUNK_ROWS]
-                uploader.change(audience, [digest.hex() for digest in chunk], member)
+        left = {key: len(digests) for key, digests in pairs.items()}
+        try:
+            for key, digests in pairs.items():
+                audience = self._check_list(key)
+                if self._modes is not None:
+                    self._modes.claim(audience, UPSERT, "(rows in the upsert ledger)")
+                for start in range(0, len(digests), CHUNK_ROWS):
+                    chunk = digests[start : start + CHUNK_ROWS]
+                    uploader.change(audience, [digest.hex() for digest in chunk], member)
+                    left[key] -= len(chunk)
+        except BaseException:
+            self._count_failed(left)
+            raise
+
+    def _count_failed(self, counts: dict[int, int]) -> None:
+        for list_key, count in counts.items():
+            if count:
+                with self._report.lock:
+                    self._report.audience(self.rows.audience(list_key)).failed += count
 
     def _check_list(self, list_key: int) -> str:
         """Make sure the ledger describes the list Pinterest has; return the audience.
@@ -338,6 +359,19 @@ class UpsertSync:
             if list_id is not None and self.rows.ledger.list_id(audience) != list_id:
                 self.rows.ledger.record_list_id(audience, list_id)
         self.rows.checkpoint()
+
+    def abandon(self) -> None:
+        """The run stops before sending the rows still gathered: record them, count them.
+
+        They are merged into the ledger like any batch, so their flips are pending and the
+        next run sends them, and each identifier whose change is thereby left unsent is
+        counted as failed: a failed run never reports fewer failures than it had.
+        """
+        if not self._batch or self._dry_run:
+            return
+        batch, self._batch = self._batch, {}
+        for changes in self._merge(batch):
+            self._count_failed({key: len(digests) for key, digests in changes.items()})
 
     def close(self) -> None:
         """Close the ledger (a dry run's writes are rolled back)."""

@@ -466,3 +466,29 @@ def test_sigkill_at_random_points_then_reruns_converge(tmp_path: Path) -> None:
         assert nonempty(members_by_name(emulator)) == table.lists()
         assert ledger_is_settled(tmp_path)
         assert_contract_kept(emulator)
+
+
+def test_an_unreachable_api_counts_every_row_change_as_failed_and_a_rerun_sends_them(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    table = Table()
+    rows = [table.upsert(n, email=f"u{n}@example.com", audience_key="vip") for n in range(12)]
+    rows += [table.upsert(n, email=f"n{n}@example.com", audience_key="news") for n in range(12, 15)]
+    unreachable = upsert_config(
+        emulator, tmp_path, api_url="http://127.0.0.1:9/v5", max_retry_wait_seconds=1
+    )
+
+    failed = run_target(tmp_path, unreachable, [USERS, *rows, state({"lsn": 1})])
+
+    assert failed.returncode != 0
+    assert failed.state_lines == []
+    data = json.loads((tmp_path / "report.json").read_text())
+    assert data["outcome"] == "failed"
+    counted = {a["audience"]: a["failed"] for a in data["audiences"]}
+    assert counted == {"vip": 12, "news": 3}  # every change read, none acknowledged
+
+    run, sent = sync(emulator, tmp_path, [USERS, *rows, state({"lsn": 1})])  # the replay
+
+    assert run.returncode == 0, run.stderr
+    assert nonempty(members_by_name(emulator)) == table.lists()
+    assert sent["CREATE"] + sent["ADD"] == 15
