@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import decimal
 import json
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -17,6 +18,18 @@ from target_pinterest_audiences.errors import TargetError
 
 ENV = "ENV"
 """The ``--config`` value that means "read settings from environment variables"."""
+
+
+@dataclass(frozen=True)
+class ConfigInput:
+    """What ``--config`` said: the merged settings, and whether to read the environment.
+
+    The target's own type, not the SDK's (a private class): the target both reads
+    ``--config`` (``cb_config``) and consumes the result (``invoke``).
+    """
+
+    config: dict[str, Any] = field(default_factory=dict)
+    parse_env: bool = False
 
 
 class ConfigFileError(TargetError):

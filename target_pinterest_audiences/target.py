@@ -21,15 +21,13 @@ from types import FrameType
 from typing import IO, Any
 
 import click
-from singer_sdk import Target
 from singer_sdk.exceptions import (
     ConfigValidationError,
     MissingKeyPropertiesError,
     RecordsWithoutSchemaException,
 )
-from singer_sdk.helpers.capabilities import PluginCapabilities
+from singer_sdk.helpers.capabilities import STREAM_MAPS_CONFIG, PluginCapabilities
 from singer_sdk.mapper import RemoveRecordTransform, SameRecordTransform, StreamMap
-from singer_sdk.plugin_base import PluginBase, _ConfigInput
 from singer_sdk.singerlib.exceptions import InvalidInputLine
 
 from target_pinterest_audiences import redaction
@@ -43,7 +41,7 @@ from target_pinterest_audiences.config import (
     schema_problems,
     unknown_key_warnings,
 )
-from target_pinterest_audiences.config_files import ConfigFileError, read_config_files
+from target_pinterest_audiences.config_files import ConfigFileError, ConfigInput, read_config_files
 from target_pinterest_audiences.customer_lists import CustomerLists
 from target_pinterest_audiences.errors import InputError, TargetError, TerminationRequestedError
 from target_pinterest_audiences.ledger import SCHEMA_VERSION, open_ledger
@@ -58,13 +56,14 @@ from target_pinterest_audiences.readback import read_back
 from target_pinterest_audiences.reader import NumberedSingerReader
 from target_pinterest_audiences.rejects import RejectFile
 from target_pinterest_audiences.report import RunReport, StreamReport
+from target_pinterest_audiences.sdk_seam import SDKSeam
 from target_pinterest_audiences.sinks import SINK_CLASSES, AudienceSink, ChangesSink, SinkContext
 from target_pinterest_audiences.sync_modes import MIRROR, UPSERT, AudienceModes
 from target_pinterest_audiences.tokens import TokenProvider, provider_for
 from target_pinterest_audiences.uploader import Uploader
 from target_pinterest_audiences.upsert import UpsertSync
 
-# How often the record path looks at the clock (for the checkpoint interval and metrics).
+# How often the record path looks at the clock (for checkpoints and the record-count metric).
 _AGE_CHECK_SECONDS = 0.25
 _monotonic = time.monotonic
 
@@ -88,7 +87,7 @@ _INPUT_ERRORS = (
 _EXPECTED_ERRORS = (TargetError, *_INPUT_ERRORS)
 
 
-class TargetPinterestAudiences(Target):
+class TargetPinterestAudiences(SDKSeam):
     """Sync audience membership (email, IDFA, Android ID) to Pinterest Ads customer lists."""
 
     name = "target-pinterest-audiences"
@@ -127,8 +126,6 @@ class TargetPinterestAudiences(Target):
             self.redactor.add_secret(secret)
         for warning in self.settings.warnings:
             self.logger.warning("%s", warning)
-        # The SDK drains (and, for us, checkpoints) when records get this old.
-        self._MAX_RECORD_AGE_IN_MINUTES = self.settings.checkpoint_interval_seconds / 60
         # Sinks hold no batch, so draining them in parallel would only add threads.
         self.max_parallelism = 1
         self.run_report = RunReport(dry_run=self.settings.dry_run)
@@ -156,17 +153,21 @@ class TargetPinterestAudiences(Target):
         self._finished = False
         self._routes: dict[str, _Route] = {}
         self._next_age_check = 0.0
+        self._next_checkpoint = _monotonic() + self.settings.checkpoint_interval_seconds
 
     @classmethod
     def append_builtin_config(cls, config_jsonschema: dict[str, Any]) -> None:
-        """Offer only the SDK settings that mean something here.
+        """Offer only the SDK settings that mean something here: the stream maps'.
 
-        ``batch_size_rows``, ``load_method`` and ``add_record_metadata`` do not apply: the
-        target batches by ``records_per_request`` and keeps no table.
+        The other built-in target settings (``batch_size_rows``, ``load_method``,
+        ``add_record_metadata``, ...) do not apply: the target batches by
+        ``records_per_request`` and keeps no table.
         """
-        PluginBase.append_builtin_config.__func__(cls, config_jsonschema)  # type: ignore[attr-defined]
+        properties = config_jsonschema.setdefault("properties", {})
+        for name, schema in STREAM_MAPS_CONFIG["properties"].items():
+            properties.setdefault(name, schema)
 
-    def _validate_config(self, *, raise_errors: bool = True) -> list[str]:
+    def check_config(self, *, raise_errors: bool = True) -> list[str]:
         """Schema plus cross-field rules, with messages that never echo a value."""
         schema = copy.deepcopy(self.config_jsonschema)
         self.append_builtin_config(schema)
@@ -260,7 +261,7 @@ class TargetPinterestAudiences(Target):
         reader = self.message_reader
         return reader.line_number if isinstance(reader, NumberedSingerReader) else 0
 
-    def _process_record_message(self, message_dict: dict[str, Any]) -> None:
+    def handle_record(self, message_dict: dict[str, Any]) -> None:
         """A lean version of the SDK's record path (see ``AudienceSink.get_validator``).
 
         Keeps its semantics that matter here: stream maps, RECORD-before-SCHEMA and key
@@ -300,15 +301,22 @@ class TargetPinterestAudiences(Target):
             self._next_age_check = now + _AGE_CHECK_SECONDS
             for _, sink, _ in route.destinations:
                 sink.count_records()
-            self._handle_max_record_age()
+            if now >= self._next_checkpoint:
+                self.checkpoint()
 
-    def _process_batch_message(self, message_dict: dict[str, Any]) -> None:
+    def checkpoint(self) -> None:
+        """Every ``checkpoint_interval_seconds``: send what was read, then confirm STATE."""
+        self.logger.info("Checkpoint: sending the changes read so far, then confirming STATE")
+        self.drain_all()  # hands the latest STATE to confirm_state
+        self._next_checkpoint = _monotonic() + self.settings.checkpoint_interval_seconds
+
+    def handle_batch(self, message_dict: dict[str, Any]) -> None:
         """BATCH: each record of the manifest's files takes the RECORD path (``batch_files``)."""
         stream = message_dict.get("stream")
         records = BatchFiles(message_dict, self._line_number)
         for record in records:
             try:
-                self._process_record_message({"type": "RECORD", "stream": stream, "record": record})
+                self.handle_record({"type": "RECORD", "stream": stream, "record": record})
             except _INPUT_ERRORS as exc:  # name the file and line, not only the BATCH line
                 raise InputError(f"{exc} (in {records.position})") from None
             signum = getattr(self.message_reader, "stop_signal", None)
@@ -331,8 +339,8 @@ class TargetPinterestAudiences(Target):
             raise RecordsWithoutSchemaException(msg)
         destinations = []
         for stream_map in stream_maps:
-            sink = self._sinks_active.get(stream_map.stream_alias)
-            if not isinstance(sink, AudienceSink):
+            sink = self._active_sink(stream_map.stream_alias)
+            if sink is None:
                 msg = f"stream '{stream_map.stream_alias}' has no SCHEMA"
                 raise RecordsWithoutSchemaException(msg)
             # The SDK's default map with flattening off returns the record unchanged.
@@ -346,7 +354,14 @@ class TargetPinterestAudiences(Target):
         self._routes[stream] = route
         return route
 
-    def _process_schema_message(self, message_dict: dict[str, Any]) -> None:
+    def _active_sink(self, stream_name: str) -> AudienceSink | None:
+        """The sink the stream's SCHEMA created, if any."""
+        if not self.sink_exists(stream_name):
+            return None
+        sink = self.get_sink(stream_name)
+        return sink if isinstance(sink, AudienceSink) else None
+
+    def handle_schema(self, message_dict: dict[str, Any]) -> None:
         """Check the SDK's requirements first, so the error names the stream."""
         stream = message_dict.get("stream")
         schema = message_dict.get("schema")
@@ -367,7 +382,7 @@ class TargetPinterestAudiences(Target):
         self._routes.clear()  # maps and sinks may be replaced for a new schema
         self._schema_source = str(stream)
         try:
-            super()._process_schema_message(message_dict)
+            self.register_schema(message_dict)
         finally:
             self._schema_source = None
         for stream_map in self.mapper.stream_maps.get(str(stream), []):
@@ -378,8 +393,8 @@ class TargetPinterestAudiences(Target):
             if alias_problem is not None:
                 msg = f"stream '{stream}': stream_maps renames it; the new {alias_problem}"
                 raise InvalidInputLine(msg)
-            sink = self._sinks_active.get(stream_map.stream_alias)
-            if not isinstance(sink, AudienceSink):
+            sink = self._active_sink(stream_map.stream_alias)
+            if sink is None:
                 continue
             if sink.mode == UPSERT and not sink.key_properties:
                 msg = (
@@ -394,7 +409,7 @@ class TargetPinterestAudiences(Target):
 
     # Checkpoints and the end of the run ----------------------------------------------
 
-    def _write_state_message(self, state: dict[str, Any]) -> None:
+    def confirm_state(self, state: dict[str, Any]) -> None:
         """Emit STATE only once Pinterest acknowledged every change read before it.
 
         A dry run sends nothing, so it confirms nothing: an orchestrator storing its STATE
@@ -406,7 +421,7 @@ class TargetPinterestAudiences(Target):
         if self._mirror_streams and not (self.mirror and self.mirror.applied):
             return
         self._send_all()
-        super()._write_state_message(state)
+        self.write_state(state)
 
     def _send_all(self) -> None:
         """Merge upsert rows gathered so far, then send and await every pending change."""
@@ -462,7 +477,7 @@ class TargetPinterestAudiences(Target):
         if self.settings.report_path is not None:
             self.run_report.write_json(self.settings.report_path)
 
-    def _handle_termination(self, signum: int, frame: FrameType | None) -> None:
+    def handle_signal(self, signum: int, frame: FrameType | None) -> None:
         """On SIGTERM/SIGINT: stop at the next safe point; the stop itself runs outside.
 
         Doing the work here, as the SDK does, runs a flush in the middle of whatever the
@@ -472,7 +487,7 @@ class TargetPinterestAudiences(Target):
         """
         reader = self.message_reader
         if not isinstance(reader, NumberedSingerReader):  # a custom reader: the SDK's way
-            super()._handle_termination(signum, frame)
+            self.sdk_handle_signal(signum, frame)
             return
         reader.stop_signal = signum
         if reader.waiting_for_input:
@@ -506,16 +521,16 @@ class TargetPinterestAudiences(Target):
         return 1 if mirror_run else 0
 
     @classmethod
-    def cb_config(
+    def cb_config(  # type: ignore[override]  # our own result type: only our invoke reads it
         cls, ctx: click.Context, param: click.Option, value: tuple[str, ...]
-    ) -> _ConfigInput:
+    ) -> ConfigInput:
         """Read ``--config`` files; a missing or broken one is a one-line error, exit 1."""
         try:
             config, parse_env = read_config_files(value)
         except ConfigFileError as exc:
             cls.logger.error("%s", exc)
             sys.exit(1)
-        return _ConfigInput(config=config, parse_env=parse_env)
+        return ConfigInput(config=config, parse_env=parse_env)
 
     @classmethod
     def get_singer_command(cls) -> click.Command:
@@ -545,15 +560,17 @@ class TargetPinterestAudiences(Target):
         *,
         about: bool = False,
         about_format: str | None = None,
-        config: _ConfigInput | None = None,
+        config: ConfigInput | None = None,
         file_input: IO[str] | None = None,
         validate_config: bool = False,
         check_connection: bool = False,
     ) -> None:
         """Run the target; expected failures print a clear message and exit 1."""
-        PluginBase.invoke.__func__(cls, about=about, about_format=about_format)  # type: ignore[attr-defined]
+        if about:  # what PluginBase.invoke does; Target.invoke would also run the target
+            cls.print_about(about_format)
+            sys.exit(0)
         cls.print_version(print_fn=cls.logger.info)
-        config = config or _ConfigInput()
+        config = config or ConfigInput()
         if validate_config or check_connection:
             sys.exit(cls.preflight(config, connect=check_connection))
         try:
@@ -575,13 +592,13 @@ class TargetPinterestAudiences(Target):
             sys.exit(1)
 
     @classmethod
-    def preflight(cls, config_input: _ConfigInput, *, connect: bool) -> int:
+    def preflight(cls, config_input: ConfigInput, *, connect: bool) -> int:
         """``--validate-config`` / ``--check-connection``: print findings, return exit code."""
         redactor = redaction.Redactor()
         redaction.install(redactor)
         config = dict(config_input.config)
         if config_input.parse_env:
-            config.update(cls._env_var_config)
+            config.update(cls.env_config())
         schema = copy.deepcopy(cls.config_jsonschema)
         cls.append_builtin_config(schema)
         for warning in unknown_key_warnings(config, schema["properties"]):
@@ -616,11 +633,9 @@ class TargetPinterestAudiences(Target):
         if isinstance(exc, _INPUT_ERRORS) and not self.settings.dry_run:
             try:
                 self._send_all()
+                self.drain_all()  # confirms the last STATE the tap sent (see confirm_state)
             except TargetError as flush_exc:
                 self.logger.error("%s", flush_exc)
-            else:
-                if self._latest_state and not self._mirror_streams:
-                    super()._write_state_message(copy.deepcopy(self._latest_state))
         message = f"unexpected {type(exc).__name__}: {exc}" if unexpected else str(exc)
         self.run_report.failed(self.redactor.scrub(message))
         if self._mirror_streams and self.mirror is not None and not self.mirror.applied:
