@@ -9,10 +9,12 @@ from __future__ import annotations
 
 import json
 import os
+import queue
 import re
 import signal
 import sqlite3
 import subprocess
+import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -391,23 +393,41 @@ def test_the_snapshot_folder_is_removed_on_every_exit_path(
         env=env,
     )
     config_path = tmp_path / "config-sigterm.json"
-    config_path.write_text(json.dumps(config))
+    # A progress line says when records were read (see below).
+    config_path.write_text(json.dumps({**config, "progress_interval_seconds": 0.05}))
     process = subprocess.Popen(
         [*target_command(), "--config", str(config_path)],
         stdin=subprocess.PIPE,
-        stdout=subprocess.PIPE,
+        stdout=subprocess.DEVNULL,
         stderr=subprocess.PIPE,
         text=True,
         env={**os.environ, **env},
     )
     assert process.stdin is not None
+    assert process.stderr is not None
+    stderr_lines: queue.Queue[str] = queue.Queue()
+
+    def read_stderr() -> None:
+        for line in process.stderr or []:
+            stderr_lines.put(line)
+
+    stderr_reader = threading.Thread(target=read_stderr)
+    stderr_reader.start()
     process.stdin.write("".join(json.dumps(m) + "\n" for m in snapshot("segments", members)[:5]))
     process.stdin.flush()
     wait_for_snapshot_folder(temp)  # the folder exists while the run reads
+    # Signal once records were read: a signal that lands before the SCHEMA line stops a run
+    # that no mirror stream joined yet, which rightly exits 0.
+    seen = [stderr_lines.get(timeout=30)]
+    while not re.search(r"Progress: [1-9]\d* records read", seen[-1]):
+        seen.append(stderr_lines.get(timeout=30))
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)  # stdin stays open, as with a tap still running
-    _, stderr = process.communicate(timeout=30)
-    outcomes["SIGTERM"] = Run(process.returncode, "", stderr)
+    process.stdin.close()
+    stderr_reader.join(timeout=30)  # it ends at the end of stderr
+    while not stderr_lines.empty():
+        seen.append(stderr_lines.get_nowait())
+    outcomes["SIGTERM"] = Run(process.returncode, "", "".join(seen))
 
     assert [run.returncode for run in outcomes.values()] == [0, 1, 1, 1, 1], {
         name: run.stderr[-500:] for name, run in outcomes.items()
