@@ -13,6 +13,7 @@ what they share (counting, rejects, audience claims) lives in :class:`AudienceSi
 
 from __future__ import annotations
 
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
@@ -30,24 +31,48 @@ from target_pinterest_audiences.sync_modes import CHANGES, MIRROR, UPSERT, Audie
 if TYPE_CHECKING:
     from singer_sdk.sinks.core import BaseJSONSchemaValidator
 
-    from target_pinterest_audiences.mirror import MirrorSync
     from target_pinterest_audiences.rejects import RejectFile
     from target_pinterest_audiences.report import RunReport, StreamReport
-    from target_pinterest_audiences.uploader import Uploader
-    from target_pinterest_audiences.upsert import UpsertSync
+
+
+class ChangeQueue(Protocol):
+    """Changes mode's way out: the :class:`~target_pinterest_audiences.uploader.Uploader`."""
+
+    def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
+        """The users ``hashes`` should (not) be in ``audience``."""
+
+
+class SnapshotRecorder(Protocol):
+    """Mirror mode's way out: :class:`~target_pinterest_audiences.mirror.MirrorSync`."""
+
+    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
+        """A snapshot row: the users ``hashes`` are (not) in ``audience``."""
+
+
+class RowRecorder(Protocol):
+    """Upsert mode's way out: :class:`~target_pinterest_audiences.upsert.UpsertSync`."""
+
+    def record(
+        self, row_id: bytes, audiences: Sequence[str], hashes: Sequence[str], *, deleted: bool
+    ) -> None:
+        """The row ``row_id`` now holds ``hashes`` in ``audiences`` (nothing if deleted)."""
 
 
 @dataclass(frozen=True)
 class SinkContext:
-    """What every sink needs from the target, typed, built once per run."""
+    """What every sink needs from the target, typed, built once per run.
+
+    The ways out are protocols: a sink depends only on the one call it makes, and the
+    sinks' unit tests pass small fakes of them.
+    """
 
     ad_account_id: str
-    uploader: Uploader
+    uploader: ChangeQueue
     report: RunReport
     rejects: RejectFile
     modes: AudienceModes
-    mirror: MirrorSync | None
-    upsert: UpsertSync | None
+    mirror: SnapshotRecorder | None
+    upsert: RowRecorder | None
 
 
 class _HasSinkContext(Protocol):
