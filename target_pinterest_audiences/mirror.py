@@ -376,8 +376,7 @@ class MirrorSync:
                     if self._dry_run
                     else self.ledger.counts(plan.audience)[0]
                 )
-            with self._report.lock:
-                report = self._report.audience(plan.audience)
+            with self._report.updating(plan.audience) as report:
                 report.mirror = {
                     "before": plan.before,
                     "after": after,

@@ -75,9 +75,9 @@ def _audience_ids(
         for name, list_id in list_ids.items()
         if name not in known and list_id in by_list
     }
-    with report.lock:
-        for name, audience_id in found.items():
-            report.audience(name).audience_id = audience_id
+    for name, audience_id in found.items():
+        with report.updating(name) as entry:
+            entry.audience_id = audience_id
     return known | found
 
 
@@ -87,8 +87,8 @@ def _read_list(lists: CustomerLists, audience: str, list_id: str, report: RunRep
     except TargetError as exc:
         logger.warning("Could not read back list %s: %s", list_id, exc)
         return
-    with report.lock:
-        report.audience(audience).pinterest_status = status
+    with report.updating(audience) as entry:
+        entry.pinterest_status = status
     if status == "TOO_SMALL":
         logger.warning(
             "List '%s' (%s) is TOO_SMALL: it has fewer than 100 matched Pinterest "
@@ -110,8 +110,7 @@ def _read_audience(
         return
     size = found.get("size")
     status = found.get("status")
-    with report.lock:
-        entry = report.audience(audience)
+    with report.updating(audience) as entry:
         # bool is an int in Python; neither it nor a float is a size.
         entry.pinterest_audience_size = size if type(size) is int else None
         entry.pinterest_audience_status = status if isinstance(status, str) else None

@@ -11,9 +11,11 @@ import json
 import logging
 import threading
 from collections import Counter
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, TypedDict, Unpack
 
 from target_pinterest_audiences.memberships import DELETED_WITHOUT_IDENTIFIER
 
@@ -110,8 +112,27 @@ class StreamReport:
         }
 
 
+class AudienceCounts(TypedDict, total=False):
+    """The counters of an :class:`AudienceReport` that :meth:`RunReport.count` adds to."""
+
+    added: int
+    removed: int
+    requests: int
+    failed: int
+    already_absent: int
+
+
+ReasonCounter = Literal["skipped", "identifiers_rejected", "rejected_by_pinterest"]
+"""The counters of an :class:`AudienceReport` kept per reason."""
+
+
 class RunReport:
-    """All counters of a run. Request threads update audiences under one lock."""
+    """All counters of a run.
+
+    The request threads and the main thread both write audiences' counters, so every write
+    goes through :meth:`count`, :meth:`count_reason` or :meth:`updating`, which hold
+    :attr:`lock`; readers that need a consistent view hold it too.
+    """
 
     def __init__(self, *, dry_run: bool = False) -> None:
         self.dry_run = dry_run
@@ -137,6 +158,31 @@ class RunReport:
         if report is None:
             report = self.audiences[name] = AudienceReport(name)
         return report
+
+    def count(self, audience: str, **counts: Unpack[AudienceCounts]) -> None:
+        """Add ``counts`` to ``audience``'s counters, from any thread.
+
+        ``count("vip", requests=1, added=1900)``: what one event changes is added under
+        one hold of the lock. Without counts, it only puts the audience in the report.
+        """
+        with self.lock:
+            report = self.audience(audience)
+            for name, amount in counts.items():
+                setattr(report, name, getattr(report, name) + amount)
+
+    def count_reason(
+        self, audience: str, counter: ReasonCounter, reason: str, amount: int = 1
+    ) -> None:
+        """Add ``amount`` to ``reason`` in one of ``audience``'s per-reason counters."""
+        with self.lock:
+            reasons: Counter[str] = getattr(self.audience(audience), counter)
+            reasons[reason] += amount
+
+    @contextmanager
+    def updating(self, audience: str) -> Iterator[AudienceReport]:
+        """``audience``'s entry under the lock, for what is not a count (ids, statuses)."""
+        with self.lock:
+            yield self.audience(audience)
 
     def stream(self, name: str) -> StreamReport:
         """The counters of stream ``name``, created on first use."""

@@ -147,13 +147,12 @@ class AudienceSink(Sink):
             rejects.write(source_stream, record_number, skip_reason, fields)
         else:
             stream_report.used += 1
-        run_report = self.context.report
+        count_reason = self.context.report.count_reason
         for audience in audiences:
-            report = run_report.audience(audience)
             for reason in rejected:
-                report.identifiers_rejected[reason] += 1
+                count_reason(audience, "identifiers_rejected", reason)
             if skip_reason is not None:
-                report.skipped[skip_reason] += 1
+                count_reason(audience, "skipped", skip_reason)
 
     def count_records(self) -> None:
         """Report records read to the SDK's record-count metric (batched: it reads the clock)."""

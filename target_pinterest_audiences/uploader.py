@@ -180,8 +180,7 @@ class Uploader:
                 absent += 1
         self._pending_total += len(adds) + len(removes) - before
         if absent:
-            with self._report.lock:
-                self._report.audience(state.name).already_absent += absent
+            self._report.count(state.name, already_absent=absent)
         while len(removes) >= self._records_per_request:
             self._dispatch(state, REMOVE)
 
@@ -220,8 +219,7 @@ class Uploader:
                 for tasks in state.inflight.values():
                     tasks.clear()
                 if left:
-                    with self._report.lock:
-                        self._report.audience(state.name).failed += left
+                    self._report.count(state.name, failed=left)
             self._pending_total = 0
             self._queued = 0
 
@@ -231,8 +229,7 @@ class Uploader:
 
     def _state(self, audience: str) -> _AudienceState:
         state = self._audiences[audience] = _AudienceState(audience)
-        with self._report.lock:
-            self._report.audience(audience)
+        self._report.count(audience)  # in the report from the first change on
         return state
 
     def _dispatch_all(self, state: _AudienceState) -> None:
@@ -262,8 +259,7 @@ class Uploader:
         try:
             self._submit(state, operation, records)
         except BaseException:
-            with self._report.lock:
-                self._report.audience(state.name).failed += len(records)
+            self._report.count(state.name, failed=len(records))
             raise
 
     def _take(self, state: _AudienceState, operation: Operation, limit: int) -> list[str]:
@@ -295,12 +291,10 @@ class Uploader:
         while queue and not state.creating:
             operation, records = queue[0]
             if self._errors:  # the run failed: send nothing more, count what is left
-                with self._report.lock:
-                    self._report.audience(state.name).failed += len(records)
+                self._report.count(state.name, failed=len(records))
             elif state.list_id is None and operation == REMOVE:
                 # No list, so nobody to remove: the desired state already holds.
-                with self._report.lock:
-                    self._report.audience(state.name).already_absent += len(records)
+                self._report.count(state.name, already_absent=len(records))
             else:
                 users = frozenset(records)
                 if any(not users.isdisjoint(t.users) for t in state.inflight[_OTHER[operation]]):
@@ -339,14 +333,13 @@ class Uploader:
             state.added = DigestFilter()
             removals = state.pending[REMOVE]
             if removals:
-                with self._report.lock:
-                    self._report.audience(state.name).already_absent += len(removals)
+                self._report.count(state.name, already_absent=len(removals))
                 self._pending_total -= len(removals)
                 removals.clear()
         if ids:
             state.list_id = ids[0]
-            with self._report.lock:
-                self._report.audience(state.name).list_id = ids[0]
+            with self._report.updating(state.name) as report:
+                report.list_id = ids[0]
             if self._create_audiences:
                 self._ensure_audience(state.name, ids[0])
 
@@ -361,8 +354,7 @@ class Uploader:
             audience_id = self._lists.create_audience(name, list_id)
             self._audience_by_list[list_id] = audience_id
             created = True
-        with self._report.lock:
-            report = self._report.audience(name)
+        with self._report.updating(name) as report:
             report.audience_id = audience_id
             report.audience_created = created
 
@@ -378,8 +370,7 @@ class Uploader:
             if error is None:
                 logger.exception("Unexpected error sending to Pinterest")
                 error = TargetError(f"unexpected {type(exc).__name__}: {exc}")
-            with self._report.lock:
-                self._report.audience(state.name).failed += len(task.records) - task.settled
+            self._report.count(state.name, failed=len(task.records) - task.settled)
             with self._cond:
                 self._errors.append(error)
         finally:
@@ -432,8 +423,7 @@ class Uploader:
                 )
                 raise PinterestAPIError(msg, status=exc.status, code=exc.code) from exc
             reason = f"http_{exc.status}" + (f"_code_{exc.code}" if exc.code is not None else "")
-            with self._report.lock:
-                self._report.audience(state.name).rejected_by_pinterest[reason] += 1
+            self._report.count_reason(state.name, "rejected_by_pinterest", reason)
         task.settled += len(records)
 
     def _create_list(self, state: _AudienceState, operation: Operation, records: list[str]) -> None:
@@ -444,8 +434,7 @@ class Uploader:
             state.list_id = ref.id
             state.creating = False
             self._release(state)
-        with self._report.lock:
-            report = self._report.audience(state.name)
+        with self._report.updating(state.name) as report:
             report.list_id = ref.id
             report.list_created = True
         logger.info("Created customer list '%s' (id %s)", state.name, ref.id)
@@ -455,8 +444,7 @@ class Uploader:
         """Make the new list targetable (a CUSTOMER_LIST audience on it)."""
         assert self._lists is not None
         audience_id = self._lists.create_audience(name, list_id)
-        with self._report.lock:
-            report = self._report.audience(name)
+        with self._report.updating(name) as report:
             report.audience_id = audience_id
             report.audience_created = True
         logger.info("Created audience '%s' (id %s) on list %s", name, audience_id, list_id)
@@ -479,13 +467,10 @@ class Uploader:
         self._count_acknowledged(audience, operation, records)
 
     def _count_acknowledged(self, audience: str, operation: Operation, records: list[str]) -> None:
-        with self._report.lock:
-            report = self._report.audience(audience)
-            report.requests += 1
-            if operation == ADD:
-                report.added += len(records)
-            else:
-                report.removed += len(records)
+        if operation == ADD:
+            self._report.count(audience, requests=1, added=len(records))
+        else:
+            self._report.count(audience, requests=1, removed=len(records))
 
     def _raise_if_failed(self) -> None:
         with self._cond:

@@ -256,8 +256,7 @@ class UpsertSync:
     def _count_failed(self, counts: dict[int, int]) -> None:
         for list_key, count in counts.items():
             if count:
-                with self._report.lock:
-                    self._report.audience(self.rows.audience(list_key)).failed += count
+                self._report.count(self.rows.audience(list_key), failed=count)
 
     def _check_list(self, list_key: int) -> str:
         """Make sure the ledger describes the list Pinterest has; return the audience.
@@ -335,8 +334,7 @@ class UpsertSync:
         for key in sorted(self._touched):
             audience = self.rows.audience(key)
             counters = self.rows.counters(key)
-            with self._report.lock:
-                report = self._report.audience(audience)
+            with self._report.updating(audience) as report:
                 report.upsert = {
                     "live_rows": counters.live_rows,
                     "rows_deleted": self._rows_deleted[key.to_bytes(KEY_BYTES, "big")],

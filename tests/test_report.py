@@ -5,14 +5,22 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
+import sys
+import threading
 from collections import Counter
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 import pytest
 
 from target_pinterest_audiences.rejects import RejectFile, fingerprint
-from target_pinterest_audiences.report import AudienceReport, RunReport, StreamReport
+from target_pinterest_audiences.report import (
+    AudienceCounts,
+    AudienceReport,
+    ReasonCounter,
+    RunReport,
+    StreamReport,
+)
 
 
 def sha(text: str) -> str:
@@ -56,6 +64,80 @@ def test_counters_are_not_shared_between_instances() -> None:
     s, t = StreamReport("s"), StreamReport("t")
     s.identifiers_rejected["email_malformed"] += 1
     assert t.identifiers_rejected == Counter()
+
+
+def test_count_adds_what_one_event_changes() -> None:
+    report = RunReport()
+    report.count("vip", requests=1, added=1900)
+    report.count("vip", requests=1, removed=3)
+    report.count("vip", failed=2, already_absent=5)
+    report.count("new")  # only puts the audience in the report
+
+    vip = report.audience("vip")
+    assert (vip.requests, vip.added, vip.removed, vip.failed, vip.already_absent) == (
+        2,
+        1900,
+        3,
+        2,
+        5,
+    )
+    assert list(report.audiences) == ["vip", "new"]
+    assert report.audience("new") == AudienceReport("new")
+
+
+def test_count_reason_adds_to_one_reason() -> None:
+    report = RunReport()
+    report.count_reason("vip", "skipped", "no_valid_identifier")
+    report.count_reason("vip", "skipped", "no_valid_identifier", 2)
+    report.count_reason("vip", "identifiers_rejected", "email_malformed")
+    report.count_reason("vip", "rejected_by_pinterest", "http_400")
+
+    vip = report.audience("vip")
+    assert vip.skipped == {"no_valid_identifier": 3}
+    assert vip.identifiers_rejected == {"email_malformed": 1}
+    assert vip.rejected_by_pinterest == {"http_400": 1}
+
+
+def test_the_counting_names_are_the_audience_reports_own() -> None:
+    """AudienceCounts and ReasonCounter name AudienceReport fields of the right kind."""
+    fresh = AudienceReport("a")
+    for name in AudienceCounts.__annotations__:
+        assert type(getattr(fresh, name)) is int, name
+    for name in get_args(ReasonCounter):
+        assert isinstance(getattr(fresh, name), Counter), name
+
+
+def test_updating_holds_the_lock_while_the_entry_is_written() -> None:
+    report = RunReport()
+    with report.updating("vip") as entry:
+        assert report.lock.locked()
+        entry.list_id = "123"
+    assert not report.lock.locked()
+    assert report.audience("vip").list_id == "123"
+
+
+def test_counts_from_many_threads_add_up_exactly() -> None:
+    report = RunReport()
+
+    def work() -> None:
+        for _ in range(2000):
+            report.count("vip", requests=1, added=2)
+            report.count_reason("vip", "rejected_by_pinterest", "http_400")
+
+    threads = [threading.Thread(target=work) for _ in range(8)]
+    previous = sys.getswitchinterval()
+    sys.setswitchinterval(1e-6)  # switch threads all the time: an unlocked add loses counts
+    try:
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join()
+    finally:
+        sys.setswitchinterval(previous)
+
+    vip = report.audience("vip")
+    assert (vip.requests, vip.added) == (16_000, 32_000)
+    assert vip.rejected_by_pinterest == {"http_400": 16_000}
 
 
 # --------------------------------------------------------------------------- summary lines
