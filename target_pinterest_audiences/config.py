@@ -14,10 +14,10 @@ import importlib.util
 import ipaddress
 import json
 import re
-from collections.abc import Iterable
-from dataclasses import dataclass, field
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, get_type_hints
 from urllib.parse import urlsplit
 
 import jsonschema
@@ -258,7 +258,14 @@ _REFRESH_KEYS = ("refresh_token", "client_id", "client_secret")
 
 @dataclass(frozen=True)
 class Settings:
-    """The config with defaults applied, typed."""
+    """The config with the schema's defaults applied, typed.
+
+    The schema above is the one declaration of each setting: its name, type, default and
+    description. A field here only gives it a Python type, under the same name;
+    :meth:`from_config` reads every field by that name, null or absent meaning the schema's
+    default, and converts it to the field's type (``tests/test_config.py`` checks that the
+    fields and the schema's properties match).
+    """
 
     ad_account_id: str
     access_token: str | None
@@ -277,63 +284,34 @@ class Settings:
     max_retry_wait_seconds: float
     request_timeout_seconds: float
     checkpoint_interval_seconds: float
+    sync_mode: str
+    stream_sync_modes: dict[str, str]
+    ledger_path: Path
+    ledger_url: str | None
+    max_removal_fraction: float
+    report_list_status: bool
+    progress_interval_seconds: float
     reject_file: Path | None
     report_path: Path | None
-    sync_mode: str = "changes"
-    stream_sync_modes: dict[str, str] = field(default_factory=dict)
-    ledger_path: Path = Path(DEFAULT_LEDGER_PATH)
-    ledger_url: str | None = None
-    max_removal_fraction: float = 0.5
-    report_list_status: bool = True
-    progress_interval_seconds: float = 60.0
     warnings: tuple[str, ...] = ()
     """What the user should hear about the config (deprecated settings and the like)."""
 
     @classmethod
     def from_config(cls, config: dict[str, Any] | Any) -> Settings:
-        """Apply the schema's defaults to a validated config."""
-
-        def get(key: str) -> Any:
-            value = config.get(key)
-            return CONFIG_SCHEMA["properties"][key].get("default") if value is None else value
-
-        def path(key: str) -> Path | None:
-            value = config.get(key)
-            return Path(value) if value else None
-
+        """Read each setting by name from a validated config, null meaning the default."""
+        properties = CONFIG_SCHEMA["properties"]
+        values: dict[str, Any] = {}
+        for name, kind in _SETTING_TYPES.items():
+            value = config.get(name)
+            if value is None:
+                value = properties[name].get("default")
+            values[name] = _CONVERTERS[kind](name, value)
+        values["api_url"] = values["api_url"].rstrip("/")
+        # Two ceilings and a deprecated setting that feeds one of them: see rate_limits.
         ceilings = rate_limits.ceilings_from_config(config)
-        return cls(
-            ad_account_id=str(config["ad_account_id"]),
-            access_token=config.get("access_token"),
-            refresh_token=config.get("refresh_token"),
-            client_id=config.get("client_id"),
-            client_secret=config.get("client_secret"),
-            continuous_refresh=bool(get("continuous_refresh")),
-            token_store_path=path("token_store_path"),
-            api_url=str(get("api_url")).rstrip("/"),
-            dry_run=bool(get("dry_run")),
-            create_audiences=bool(get("create_audiences")),
-            records_per_request=int(get("records_per_request")),
-            max_parallel_requests=int(get("max_parallel_requests")),
-            max_write_requests_per_minute=ceilings.writes_per_minute,
-            max_read_requests_per_minute=ceilings.reads_per_minute,
-            max_retry_wait_seconds=float(get("max_retry_wait_seconds")),
-            request_timeout_seconds=float(get("request_timeout_seconds")),
-            checkpoint_interval_seconds=float(get("checkpoint_interval_seconds")),
-            reject_file=path("reject_file"),
-            report_path=path("report_path"),
-            sync_mode=str(get("sync_mode")),
-            stream_sync_modes={
-                str(stream): str(mode)
-                for stream, mode in (config.get("stream_sync_modes") or {}).items()
-            },
-            ledger_path=Path(str(get("ledger_path"))),
-            ledger_url=config.get("ledger_url"),
-            max_removal_fraction=float(get("max_removal_fraction")),
-            report_list_status=bool(get("report_list_status")),
-            progress_interval_seconds=float(get("progress_interval_seconds")),
-            warnings=ceilings.warnings,
-        )
+        values[rate_limits.WRITE_SETTING] = ceilings.writes_per_minute
+        values[rate_limits.READ_SETTING] = ceilings.reads_per_minute
+        return cls(**values, warnings=ceilings.warnings)
 
     def mode_for(self, stream: str, source_stream: str | None = None) -> str:
         """The sync mode of a stream (named after stream maps, or as the tap sent it)."""
@@ -363,6 +341,35 @@ class Settings:
         if self.ledger_url:
             values.append(urlsplit(self.ledger_url).password)
         return [value for value in values if value]
+
+
+def _required(convert: Callable[[Any], Any]) -> Callable[[str, Any], Any]:
+    def read(name: str, value: Any) -> Any:
+        if value is None:
+            raise KeyError(f"config['{name}'] is required")
+        return convert(value)
+
+    return read
+
+
+_CONVERTERS: dict[Any, Callable[[str, Any], Any]] = {
+    str: _required(str),
+    bool: _required(bool),
+    int: _required(int),
+    float: _required(float),
+    Path: _required(Path),
+    dict[str, str]: lambda _name, value: {str(k): str(v) for k, v in (value or {}).items()},
+    str | None: lambda _name, value: None if value is None else str(value),
+    Path | None: lambda _name, value: Path(value) if value else None,
+}
+"""How a config value becomes a value of its field's type (by the field's annotation)."""
+
+_SETTING_TYPES = {
+    name: kind
+    for name, kind in get_type_hints(Settings).items()
+    if name in CONFIG_SCHEMA["properties"]
+}
+"""Each setting's field type, by name: every Settings field but ``warnings``."""
 
 
 def schema_problems(config: dict[str, Any] | Any, schema: dict[str, Any]) -> list[str]:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Any, get_args, get_origin, get_type_hints
 
 import pytest
 
@@ -433,11 +435,52 @@ def test_settings_defaults() -> None:
         max_retry_wait_seconds=600.0,
         request_timeout_seconds=120.0,
         checkpoint_interval_seconds=300.0,
+        sync_mode="changes",
+        stream_sync_modes={},
+        ledger_path=Path(".target-pinterest-audiences/ledger.sqlite3"),
+        ledger_url=None,
+        max_removal_fraction=0.5,
+        report_list_status=True,
+        progress_interval_seconds=60.0,
         reject_file=None,
         report_path=None,
     )
     assert settings.has_refresh_credentials is False
     assert settings.secrets() == []
+
+
+def test_every_setting_is_declared_once_in_the_schema_and_typed_once_in_settings() -> None:
+    """A Settings field per schema property, by name: from_config reads them by name."""
+    fields = {item.name for item in dataclasses.fields(Settings)}
+    properties = set(CONFIG_SCHEMA["properties"])
+    assert fields - properties == {"warnings"}  # not a setting: what from_config found
+    assert properties - fields == {"max_requests_per_second"}  # deprecated, read by rate_limits
+
+
+def test_every_default_comes_from_the_schema_with_the_fields_type() -> None:
+    settings = Settings.from_config({"ad_account_id": "1"})
+    hints = get_type_hints(Settings)
+    for name, spec in CONFIG_SCHEMA["properties"].items():
+        if name not in hints:
+            continue
+        value = getattr(settings, name)
+        hint = hints[name]
+        kinds = get_args(hint) if isinstance(hint, UnionType) else (get_origin(hint) or hint,)
+        assert isinstance(value, kinds), (name, value)
+        if "default" in spec:
+            expected = Path(spec["default"]) if isinstance(value, Path) else spec["default"]
+            assert value == expected, name
+
+
+def test_a_missing_required_setting_is_named() -> None:
+    with pytest.raises(KeyError, match="ad_account_id"):
+        Settings.from_config({})
+
+
+def test_settings_read_an_empty_path_as_unset_and_keep_other_strings() -> None:
+    settings = Settings.from_config({"ad_account_id": "1", "reject_file": "", "client_id": ""})
+    assert settings.reject_file is None
+    assert settings.client_id == ""
 
 
 @pytest.mark.parametrize(
