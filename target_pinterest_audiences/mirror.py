@@ -66,16 +66,15 @@ class Snapshot:
         # Scratch data, rebuilt from the input on any re-run: no journal, no fsync.
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        # Read back in digest order, the rows are all over the file: keep it in memory up to
-        # a bound (the same 64 MiB as the ledger), beyond which pages are read again.
+        # Sorting works in this much memory (the same 64 MiB as the ledger), then spills.
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        # Appended in arrival order (the rowid), sorted once when first read: appending
-        # costs a third of keeping a keyed table up to date record by record.
+        # Appended in arrival order (the rowid) and sorted by SQLite's sorter when read, per
+        # audience: a third of the cost of keeping a keyed table current record by record,
+        # or of an index (whose table lookups, in digest order, jump all over the file).
         self._db.execute(
             "CREATE TABLE seen (audience INTEGER NOT NULL, hash BLOB NOT NULL,"
             " present INTEGER NOT NULL)"
         )
-        self._sorted = False
         self._keys: dict[str, int] = {}
         self._pending: list[tuple[int, bytes, int]] = []
         self.streams: dict[str, set[str]] = {}
@@ -98,7 +97,6 @@ class Snapshot:
 
     def _write(self) -> None:
         if self._pending:
-            self._sorted = False
             self._db.executemany("INSERT INTO seen VALUES (?, ?, ?)", self._pending)
             self._pending.clear()
 
@@ -112,9 +110,6 @@ class Snapshot:
         key = self._keys.get(audience)
         if key is None:
             return
-        if not self._sorted:
-            self._db.execute("CREATE INDEX IF NOT EXISTS seen_order ON seen (audience, hash)")
-            self._sorted = True
         cursor = self._db.execute(
             "SELECT hash, present FROM seen WHERE audience = ? ORDER BY hash, rowid", (key,)
         )
