@@ -27,16 +27,14 @@ import hashlib
 import json
 import math
 import sys
-import tempfile
 from collections import Counter
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from bench.emulator import ACCESS_TOKEN, AD_ACCOUNT_ID, RunningEmulator, running_emulator
-from bench.measure import ProcessRun, bench_env, machine_info, run_measured, tail
+from bench.measure import ProcessRun, bench_env, machine_info, run_measured, tail, working_directory
 from bench.pinterest import RECORDS_PER_REQUEST, target_command
 from bench.report import table
 
@@ -310,16 +308,6 @@ def run_scenario(
     return [step for step, _ in steps]
 
 
-@contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-ledgers-") as temp:
-        yield Path(temp)
-
-
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ledgers", description=__doc__)
     parser.add_argument("--records", type=int, default=100_000, metavar="N")
@@ -330,7 +318,7 @@ def main(argv: list[str] | None = None) -> int:
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
     info = machine_info()
     results: list[Step] = []
-    with _workdir(args.workdir) as workdir:
+    with working_directory(args.workdir, "bench-ledgers-") as workdir:
         if "mirror" in modes:
             results += run_scenario(
                 "mirror",

@@ -15,7 +15,9 @@ import os
 import platform
 import subprocess
 import sys
-from collections.abc import Mapping, Sequence
+import tempfile
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -184,3 +186,14 @@ def machine_info() -> dict[str, Any]:
         "git_dirty": dirty,
         "load_average_at_start": load,
     }
+
+
+@contextmanager
+def working_directory(path: Path | None, prefix: str) -> Iterator[Path]:
+    """``path`` (created if needed, kept), or a temporary directory removed afterwards."""
+    if path is not None:
+        path.mkdir(parents=True, exist_ok=True)
+        yield path
+        return
+    with tempfile.TemporaryDirectory(prefix=prefix) as temp:
+        yield Path(temp)

@@ -18,17 +18,15 @@ import argparse
 import json
 import math
 import sys
-import tempfile
 import time
-from collections.abc import Iterator, Sequence
-from contextlib import contextmanager
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from bench import report
 from bench.generate import REMOVE_SHARE, Expected, generate
-from bench.measure import ProcessRun, bench_env, machine_info, run_measured, tail
+from bench.measure import ProcessRun, bench_env, machine_info, run_measured, tail, working_directory
 from bench.pinterest import EndToEnd, TargetSettings, run_end_to_end
 from target_pinterest_audiences.emulator.config import ADS_READ_PER_MINUTE, ADS_WRITE_PER_MINUTE
 
@@ -187,16 +185,6 @@ class Measured:
             "run": self.run.to_json(),
             "startup": self.startup.to_json(),
         }
-
-
-@contextmanager
-def _workdir(path: Path | None) -> Iterator[Path]:
-    if path is not None:
-        path.mkdir(parents=True, exist_ok=True)
-        yield path
-        return
-    with tempfile.TemporaryDirectory(prefix="bench-pinterest-") as temp:
-        yield Path(temp)
 
 
 def _say(text: str = "") -> None:
@@ -469,7 +457,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     info = machine_info()
     _say(report.machine(info, args.emulator))
     _say()
-    with _workdir(args.workdir) as workdir:
+    with working_directory(args.workdir, "bench-pinterest-") as workdir:
         if args.latency_ms is not None or args.write_rate_limit_per_minute is not None:
             results, ok = latency(args, workdir)
         elif args.memory_check:
