@@ -243,7 +243,10 @@ def _verify(step: Step, emulator: RunningEmulator, since: int) -> int:
         and "/customer_lists" in entry["path"]
         and entry["status"] == 200
     )
-    lists = {item["name"]: item for item in state["ad_accounts"][AD_ACCOUNT_ID]["customer_lists"]}
+    items = state["ad_accounts"][AD_ACCOUNT_ID]["customer_lists"]
+    lists = {item["name"]: item for item in items}
+    if len(lists) != len(items):
+        step.problems.append(f"{len(items)} lists for {len(lists)} names")
     for name, wanted in step.expected().items():
         item = lists.get(name)
         held = (
@@ -254,9 +257,20 @@ def _verify(step: Step, emulator: RunningEmulator, since: int) -> int:
         if held != wanted:
             step.problems.append(
                 f"list {name!r}: {len(wanted - held)} expected members missing, "
-                f"{len(held - wanted)} unexpected"
+                f"{len(held - wanted)} unexpected; this run sent "
+                f"{_sent(log[since:], item['id'] if item else None)}"
             )
     return len(log)
+
+
+def _sent(entries: list[dict[str, Any]], list_id: str | None) -> str:
+    """What a run's requests carried to one list, for the report of a wrong result."""
+    carried: Counter[str] = Counter()
+    for entry in entries:
+        if list_id is not None and entry["path"].endswith(f"/customer_lists/{list_id}"):
+            kind = entry.get("operation_type") or entry["method"]
+            carried[f"{kind} {entry['status']}"] += entry.get("record_count") or 0
+    return ", ".join(f"{count} records in {kind}" for kind, count in sorted(carried.items()))
 
 
 def run_scenario(
@@ -266,6 +280,10 @@ def run_scenario(
     with running_emulator(
         "process", latency_ms=0.0, write_limit_per_minute=None, log_path=workdir / f"{label}.emu"
     ) as emulator:
+        # A kept --workdir may hold the ledger of an earlier run, which this new emulator
+        # knows nothing about: start from an empty one, as the measured runs assume.
+        for stale in workdir.glob(f"{label}.ledger.sqlite3*"):
+            stale.unlink()
         config_path = workdir / f"{label}.config.json"
         config_path.write_text(
             json.dumps(
