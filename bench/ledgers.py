@@ -34,7 +34,15 @@ from pathlib import Path
 from typing import Any
 
 from bench.emulator import ACCESS_TOKEN, AD_ACCOUNT_ID, RunningEmulator, running_emulator
-from bench.measure import ProcessRun, bench_env, machine_info, run_measured, tail, working_directory
+from bench.measure import (
+    ProcessRun,
+    bench_env,
+    compile_bytecode,
+    machine_info,
+    run_measured,
+    tail,
+    working_directory,
+)
 from bench.pinterest import RECORDS_PER_REQUEST, target_command
 from bench.report import table
 
@@ -334,6 +342,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--workdir", type=Path, default=None, metavar="DIR")
     args = parser.parse_args(argv)
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    compile_bytecode()
     info = machine_info()
     results: list[Step] = []
     with working_directory(args.workdir, "bench-ledgers-") as workdir:

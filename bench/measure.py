@@ -10,6 +10,7 @@ launcher's docstring).
 
 from __future__ import annotations
 
+import compileall
 import json
 import os
 import platform
@@ -112,6 +113,18 @@ def tail(path: Path, lines: int = 15) -> str:
     except OSError:
         return ""
     return "\n".join(text.splitlines()[-lines:])
+
+
+def compile_bytecode() -> None:
+    """Write the bytecode of the package and of ``bench``, as pip does when it installs.
+
+    The development venv installs the package editable, which leaves compiling to the
+    first import, and PYTHONDONTWRITEBYTECODE (common in CI and containers) turns that off:
+    every start of the target would then compile its thirty-odd modules again (about
+    0.15 s on a 2-core machine), which a pip- or Meltano-installed target never does.
+    """
+    for folder in ("target_pinterest_audiences", "bench"):
+        compileall.compile_dir(REPO_ROOT / folder, quiet=1)
 
 
 def bench_env() -> dict[str, str]:

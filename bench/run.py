@@ -26,7 +26,15 @@ from typing import Any
 
 from bench import report
 from bench.generate import REMOVE_SHARE, Expected, generate
-from bench.measure import ProcessRun, bench_env, machine_info, run_measured, tail, working_directory
+from bench.measure import (
+    ProcessRun,
+    bench_env,
+    compile_bytecode,
+    machine_info,
+    run_measured,
+    tail,
+    working_directory,
+)
 from bench.pinterest import EndToEnd, TargetSettings, run_end_to_end
 from target_pinterest_audiences.emulator.config import ADS_READ_PER_MINUTE, ADS_WRITE_PER_MINUTE
 
@@ -454,6 +462,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     """Run the selected mode; exit status 1 only if a sync was incorrect."""
     parser = build_parser()
     args = parser.parse_args(argv)
+    compile_bytecode()
     info = machine_info()
     _say(report.machine(info, args.emulator))
     _say()
