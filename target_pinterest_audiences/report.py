@@ -50,7 +50,8 @@ class AudienceReport:
     """The CUSTOMER_LIST audience's ``size`` (Pinterest users matched); None until sized."""
     pinterest_audience_status: str | None = None
     upsert: dict[str, int] | None = None
-    """Upsert mode: live_rows and members after the run, rows_deleted during it."""
+    """Upsert mode: live_rows and members after the run; rows_deleted: rows a delete took
+    out of this audience during it (one inserted and deleted within a batch never was in)."""
 
     @property
     def match_rate(self) -> float | None:
