@@ -66,7 +66,7 @@ class Snapshot:
         # Scratch data, rebuilt from the input on any re-run: no journal, no fsync.
         self._db.execute("PRAGMA journal_mode=OFF")
         self._db.execute("PRAGMA synchronous=OFF")
-        # Sorting works in this much memory (the same 64 MiB as the ledger), then spills.
+        # Sorting works in this much memory (the ledger's 16 MiB), then spills to disk.
         self._db.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
         # Appended in arrival order (the rowid) and sorted by SQLite's sorter when read, per
         # audience: a third of the cost of keeping a keyed table current record by record,
