@@ -201,7 +201,10 @@ class _MembershipSink(AudienceSink):
         else:
             stream_report.used += 1
         if membership.hashes:
-            self.claim(audience for audience, _ in membership.changes)
+            claimed = self._claimed
+            for audience, _ in membership.changes:
+                if audience not in claimed:  # once per audience: a set lookup per record
+                    self.claim((audience,))
         return membership
 
 
