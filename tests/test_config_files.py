@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import decimal
 import os
+import re
 from pathlib import Path
 
 import pytest
@@ -45,9 +46,10 @@ def test_a_json_object_is_read_with_decimal_fractions_as_the_sdk_does(tmp_path: 
             "double quotes at line 2, column 3",
         ),
         (
+            # Python 3.13 words this one differently ("Illegal trailing comma before end of
+            # object", one column earlier): the decoder's own message, whichever it is.
             f'{{"access_token": "{SECRET}",}}',
-            "is not valid JSON: Expecting property name "
-            "enclosed in double quotes at line 1, column 51",
+            re.compile(r"is not valid JSON: [^\n]+ at line 1, column 5[01]"),
         ),
         (
             f'{{"access_token": "{SECRET}"',
@@ -62,12 +64,17 @@ def test_a_json_object_is_read_with_decimal_fractions_as_the_sdk_does(tmp_path: 
     ],
 )
 def test_a_broken_file_is_one_line_naming_the_file_and_never_its_content(
-    tmp_path: Path, content: str | bytes, problem: str
+    tmp_path: Path, content: str | bytes, problem: str | re.Pattern[str]
 ) -> None:
     path = write(tmp_path, content)
     with pytest.raises(ConfigFileError) as raised:
         read_config_file(path)
-    assert str(raised.value) == f"config file {path} {problem}"
+    if isinstance(problem, re.Pattern):
+        assert re.fullmatch(
+            f"config file {re.escape(str(path))} {problem.pattern}", str(raised.value)
+        )
+    else:
+        assert str(raised.value) == f"config file {path} {problem}"
     assert SECRET not in str(raised.value)
     assert "\n" not in str(raised.value)
 
