@@ -84,6 +84,7 @@ class BatchFiles:
             raise BatchFileError(f"{msg}; stopping") from None
         except (OSError, ValueError, ImportError) as exc:  # permissions, unknown protocols
             detail = getattr(exc, "strerror", None) or str(exc) or type(exc).__name__
+            detail = detail.replace(url, display_url(url))  # no query string or credentials
             raise BatchFileError(f"{where} cannot be read ({detail}); stopping") from None
 
 

@@ -421,3 +421,21 @@ def test_file_locations_are_shown_without_credentials(url: str, shown: str) -> N
 def test_an_unknown_protocol_is_a_clean_error(tmp_path: Path) -> None:
     with pytest.raises(BatchFileError, match=r"batch file nosuchproto://b/a\.jsonl cannot be read"):
         list(files(tmp_path, "nosuchproto://b/a.jsonl"))
+
+
+def test_an_error_quoting_the_location_keeps_its_credentials_out(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Remote filesystems (fsspec) may quote the whole URL, signature included, in an error."""
+    signed = "s3://bucket/part-1.jsonl.gz?X-Amz-Signature=sEcReT-signature"
+
+    def refuse(url: str) -> Any:
+        raise ValueError(f"cannot open {url}: access denied")
+
+    monkeypatch.setattr("target_pinterest_audiences.batch_files._open", refuse)
+    with pytest.raises(BatchFileError) as raised:
+        list(files(tmp_path, signed))
+
+    message = str(raised.value)
+    assert "sEcReT-signature" not in message
+    assert "cannot open s3://bucket/part-1.jsonl.gz: access denied" in message
