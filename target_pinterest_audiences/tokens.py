@@ -56,7 +56,10 @@ class TokenStore:
         except FileNotFoundError:
             return {}
         except (OSError, UnicodeDecodeError) as exc:
-            reason = exc.strerror if isinstance(exc, OSError) and exc.strerror else "not UTF-8"
+            if isinstance(exc, UnicodeDecodeError):
+                reason = "not UTF-8"
+            else:
+                reason = exc.strerror or type(exc).__name__
             msg = f"token_store_path {self.path} cannot be read ({reason}); fix or delete it"
             raise AuthenticationError(msg) from exc
         try:
