@@ -167,12 +167,11 @@ class Uploader:
         "maybe added", so a needed REMOVE is never dropped.
         """
         assert state.added is not None
-        values = list(hashes)
         adds, removes = state.pending[ADD], state.pending[REMOVE]
         before = len(adds) + len(removes)
         absent = 0
         maybe_added = state.added.maybe_added_one
-        for value in values:
+        for value in hashes:
             adds.discard(value)  # a pending ADD never reached the list
             if maybe_added(value):
                 removes.add(value)
