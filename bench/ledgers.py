@@ -45,6 +45,7 @@ from bench.measure import (
 )
 from bench.pinterest import RECORDS_PER_REQUEST, target_command
 from bench.report import table
+from bench.run import positive_int
 
 AUDIENCES = ("newsletter", "cart", "vip", "orders", "app", "winback")
 CHURN = 0.01
@@ -266,12 +267,12 @@ def _verify(step: Step, emulator: RunningEmulator, since: int) -> int:
             step.problems.append(
                 f"list {name!r}: {len(wanted - held)} expected members missing, "
                 f"{len(held - wanted)} unexpected; this run sent "
-                f"{_sent(log[since:], item['id'] if item else None)}"
+                f"{sent_to_list(log[since:], item['id'] if item else None)}"
             )
     return len(log)
 
 
-def _sent(entries: list[dict[str, Any]], list_id: str | None) -> str:
+def sent_to_list(entries: list[dict[str, Any]], list_id: str | None) -> str:
     """What a run's requests carried to one list, for the report of a wrong result."""
     carried: Counter[str] = Counter()
     for entry in entries:
@@ -336,12 +337,17 @@ def run_scenario(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.ledgers", description=__doc__)
-    parser.add_argument("--records", type=int, default=100_000, metavar="N")
-    parser.add_argument("--modes", default="mirror,upsert", help="comma-separated")
+    parser.add_argument("--records", type=positive_int, default=100_000, metavar="N")
+    parser.add_argument("--modes", default="mirror,upsert", help="comma-separated: mirror, upsert")
     parser.add_argument("--json", type=Path, default=None, metavar="FILE")
     parser.add_argument("--workdir", type=Path, default=None, metavar="DIR")
     args = parser.parse_args(argv)
     modes = [mode.strip() for mode in args.modes.split(",") if mode.strip()]
+    unknown = sorted(set(modes) - {"mirror", "upsert"})
+    if unknown or not modes:
+        parser.error(f"--modes: choose from mirror, upsert (not {', '.join(unknown) or 'nothing'})")
+    if args.records < 3:
+        parser.error("--records: at least 3 (the CDC batch changes a third of N/10 rows each way)")
     compile_bytecode()
     info = machine_info()
     results: list[Step] = []

@@ -42,7 +42,8 @@ DEFAULT_RECORDS = 100_000
 DEFAULT_SEED = 20240601
 
 
-def _positive_int(text: str) -> int:
+def positive_int(text: str) -> int:
+    """An argparse type: a count of at least 1, written 1000000, 1_000_000 or 1,000,000."""
     value = int(text.replace("_", "").replace(",", ""))
     if value < 1:
         msg = f"must be at least 1: {text}"
@@ -88,7 +89,7 @@ Nothing here fails on time; the exit status is 1 only if a sync was not correct.
     )
     parser.add_argument(
         "--records",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_RECORDS,
         metavar="N",
         help=f"RECORD messages to generate (default {DEFAULT_RECORDS:,}; try 1000000, "
@@ -104,7 +105,7 @@ Nothing here fails on time; the exit status is 1 only if a sync was not correct.
     )
     parser.add_argument(
         "--repeat",
-        type=_positive_int,
+        type=positive_int,
         default=1,
         metavar="K",
         help="default mode: run each measured program K times, keep the fastest (default 1)",
@@ -121,7 +122,7 @@ Nothing here fails on time; the exit status is 1 only if a sync was not correct.
     )
     latency.add_argument(
         "--write-rate-limit-per-minute",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="LIMIT",
         help=f"emulator ads_write limit (default Pinterest's {ADS_WRITE_PER_MINUTE}); with "
@@ -130,7 +131,7 @@ Nothing here fails on time; the exit status is 1 only if a sync was not correct.
     )
     latency.add_argument(
         "--max-parallel-requests",
-        type=_positive_int,
+        type=positive_int,
         default=None,
         metavar="P",
         help="the target's max_parallel_requests in latency mode (default: the target's)",
@@ -143,14 +144,14 @@ Nothing here fails on time; the exit status is 1 only if a sync was not correct.
     )
     memory.add_argument(
         "--memory-check-base",
-        type=_positive_int,
+        type=positive_int,
         default=DEFAULT_RECORDS,
         metavar="N",
         help=f"the smaller size (default {DEFAULT_RECORDS:,})",
     )
     memory.add_argument(
         "--memory-check-records",
-        type=_positive_int,
+        type=positive_int,
         default=1_000_000,
         metavar="N",
         help="the larger size (default 1,000,000; the goal is stated for 10,000,000)",
