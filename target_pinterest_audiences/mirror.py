@@ -201,10 +201,8 @@ class MirrorSync:
         """A snapshot row: the users ``hashes`` are (not) in ``audience``."""
         self.snapshot.record(stream, audience, hashes, present)
 
-    # Hooks for the uploader: the ledger is written around every request.
-
-    def before_sending(self, audience: str, operation: Operation, hashes: list[str]) -> None:
-        """Nothing to do: :meth:`_send` marked the rows uncertain before queueing them."""
+    # Hook for the uploader: each acknowledgement is written to the ledger (rows were
+    # marked uncertain before their requests were queued, in _send).
 
     def acknowledged(
         self, audience: str, list_id: str, operation: Operation, hashes: list[str]

@@ -6,9 +6,9 @@ each keep their own account of a list's members, and changes mode keeps none, so
 writing one list would each undo the other's work. The first stream that names an audience
 claims it for its mode; another mode naming it stops the run, naming both streams.
 
-The uploader calls one pair of hooks around every request; they are routed here to the
+The uploader calls a hook after every acknowledged request; it is routed here to the
 ledger of the audience's mode (changes mode writes no ledger; mirror and upsert mode mark
-their rows uncertain before queueing them, so only acknowledgements come through here).
+their rows uncertain before queueing them, so nothing is needed before a request).
 """
 
 from __future__ import annotations
@@ -35,7 +35,7 @@ class AudienceModes:
 
     @property
     def ledgers(self) -> bool:
-        """Whether the hooks have work to do (a ledger mode is configured)."""
+        """Whether the acknowledgement hook has work to do (a ledger mode is configured)."""
         return self.mirror is not None or self.upsert is not None
 
     def claim(self, audience: str, mode: str, stream: str) -> None:
@@ -57,11 +57,6 @@ class AudienceModes:
         """The mode that claimed ``audience`` this run, if any."""
         claimed = self._claims.get(audience)
         return claimed[0] if claimed else None
-
-    def before_sending(self, audience: str, operation: Operation, hashes: list[str]) -> None:
-        """Uploader hook: a request carrying ``hashes`` is about to be sent."""
-        if self.mirror is not None and self.mode(audience) == MIRROR:
-            self.mirror.before_sending(audience, operation, hashes)
 
     def acknowledged(
         self, audience: str, list_id: str, operation: Operation, hashes: list[str]

@@ -250,7 +250,6 @@ class TargetPinterestAudiences(SDKSeam):
             records_per_request=settings.records_per_request,
             max_parallel_requests=settings.max_parallel_requests,
             create_audiences=settings.create_audiences,
-            on_sending=self.modes.before_sending if self.modes.ledgers else None,
             on_acknowledged=self.modes.acknowledged if self.modes.ledgers else None,
         )
 
