@@ -19,16 +19,15 @@ thousand; past a third of a million the share grows (about 17% at a million memb
 
 from __future__ import annotations
 
-import hashlib
-import re
 import sys
 import threading
 from array import array
 
+from target_pinterest_audiences.identifiers import is_sha256_hex, sha256_hex
+
 _BITS_PER_DIGEST = 16  # a power of two, so a stage has exactly this many bits per digest
 _FIRST_STAGE_DIGESTS = 1024
 _DIGEST_BYTES = 32
-_HEX_DIGEST = re.compile(r"[0-9a-fA-F]{64}")
 _WORDS_PER_DIGEST = 4  # a SHA-256 digest is four 64-bit words
 _POSITIONS = 2  # words used as bit positions, per stage (maybe_added unrolls them)
 # Each stage holds four times as many digests as the one before (few stages to look in).
@@ -112,7 +111,7 @@ class DigestFilter:
 
     def maybe_added_one(self, digest: str) -> bool:
         """:meth:`maybe_added` for one digest, without its batch set-up (the record path)."""
-        text = digest if _HEX_DIGEST.fullmatch(digest) else _as_digest(digest)
+        text = digest if is_sha256_hex(digest) else sha256_hex(digest)
         first, second = int(text[0:16], 16), int(text[16:32], 16)
         with self._lock:
             stages = self._stages[:]
@@ -164,6 +163,5 @@ def _words(digests: list[str]) -> array[int]:
 
 
 def _as_digest(text: str) -> str:
-    if _HEX_DIGEST.fullmatch(text):
-        return text
-    return hashlib.sha256(text.encode("utf-8")).hexdigest()
+    """``text`` itself when it is a hex SHA-256 digest, else its digest (the filter's key)."""
+    return text if is_sha256_hex(text) else sha256_hex(text)
