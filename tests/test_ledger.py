@@ -9,7 +9,7 @@ from pathlib import Path
 import pytest
 
 from target_pinterest_audiences.ledger import Ledger, PostgresLedger, SQLiteLedger
-from target_pinterest_audiences.mirror import Change, Snapshot, diff
+from target_pinterest_audiences.mirror import Difference, diff
 
 ACCOUNT = "549755885175"
 
@@ -29,7 +29,10 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
 
 
 def rows(ledger: Ledger, audience: str) -> dict[str, bool]:
-    return {digest.hex(): confirmed for digest, confirmed in ledger.members(audience)}
+    return {
+        digest.hex(): bool(confirmed)
+        for digest, confirmed in ledger.members_between(audience, 0, 256)
+    }
 
 
 def test_uncertain_then_confirmed_then_removed(ledger: Ledger) -> None:
@@ -47,13 +50,22 @@ def test_uncertain_then_confirmed_then_removed(ledger: Ledger) -> None:
     assert rows(ledger, "vip") == {h(1): True}
 
 
-def test_members_stream_in_digest_order_across_chunks(ledger: Ledger) -> None:
-    many = [h(n) for n in range(25_000)]  # more than one fetch chunk
+@pytest.mark.parametrize(("low", "high"), [(0, 1), (0, 16), (127, 128), (100, 200), (255, 256)])
+def test_members_between_returns_exactly_the_rows_of_a_prefix_range(
+    ledger: Ledger, low: int, high: int
+) -> None:
+    many = [h(n) for n in range(5_000)]
     ledger.confirm_added("big", "222", many)
+    ledger.mark_uncertain("big", many[:100])
+    ledger.confirm_added("other", "333", [h(n) for n in range(5_000, 6_000)])
 
-    streamed = [digest.hex() for digest, _ in ledger.members("big")]
+    found = ledger.members_between("big", low, high)
 
-    assert streamed == sorted(many)
+    assert all(type(digest) is bytes for digest, _ in found)
+    in_range = [value for value in many if low <= int(value[:2], 16) < high]
+    expected = {value: value not in many[:100] for value in in_range}
+    assert {digest.hex(): bool(confirmed) for digest, confirmed in found} == expected
+    assert expected  # the range is not empty: the comparison means something
 
 
 def test_a_different_list_id_voids_the_rows(ledger: Ledger) -> None:
@@ -108,47 +120,26 @@ def test_the_postgres_ledger_persists_across_connections(fresh_postgres_url: str
     second.close()
 
 
+A, B, C, D, E = (bytes([n]) * 32 for n in range(1, 6))
+
+
 @pytest.mark.parametrize(
-    ("ledger_rows", "snapshot", "expected"),
+    ("ledger_rows", "present", "expected"),
     [
-        ([], [], []),
-        ([], [b"a"], [(b"a", Change.ADD)]),
-        ([(b"a", True)], [], [(b"a", Change.REMOVE)]),
-        ([(b"a", False)], [], [(b"a", Change.REMOVE)]),
-        ([(b"a", True)], [b"a"], [(b"a", Change.UNCHANGED)]),
-        ([(b"a", False)], [b"a"], [(b"a", Change.ADD)]),  # uncertain: send again
+        ([], set(), Difference([], [], 0)),
+        ([], {A}, Difference([A], [], 0)),
+        ([(A, 1)], set(), Difference([], [A], 0)),
+        ([(A, 0)], set(), Difference([], [A], 0)),  # uncertain, not wanted: remove it
+        ([(A, 1)], {A}, Difference([], [], 1)),
+        ([(A, 0)], {A}, Difference([A], [], 0)),  # uncertain, wanted: send it again
         (
-            [(b"a", True), (b"c", True), (b"e", False)],
-            [b"b", b"c", b"d", b"e"],
-            [
-                (b"a", Change.REMOVE),
-                (b"b", Change.ADD),
-                (b"c", Change.UNCHANGED),
-                (b"d", Change.ADD),
-                (b"e", Change.ADD),
-            ],
+            [(E, 0), (A, 1), (C, 1)],
+            {D, B, C, E},
+            Difference([B, D, E], [A], 1),
         ),
     ],
 )
-def test_diff_merges_two_ordered_streams(
-    ledger_rows: list[tuple[bytes, bool]],
-    snapshot: list[bytes],
-    expected: list[tuple[bytes, Change]],
+def test_diff_compares_a_group_of_ledger_rows_with_the_snapshot(
+    ledger_rows: list[tuple[bytes, int]], present: set[bytes], expected: Difference
 ) -> None:
-    assert list(diff(iter(ledger_rows), iter(snapshot))) == expected
-
-
-def test_snapshot_last_record_wins_and_streams_in_order() -> None:
-    snap = Snapshot()
-    try:
-        snap.record("s", "vip", [h(3), h(1)], True)
-        snap.record("s", "vip", [h(2)], True)
-        snap.record("s", "vip", [h(3)], False)  # left again later in the same run
-        snap.record("t", "other", [h(9)], True)
-        snap.observe_stream("u")
-
-        assert [d.hex() for d in snap.present("vip")] == sorted([h(1), h(2)])
-        assert [d.hex() for d in snap.present("unknown")] == []
-        assert snap.streams == {"s": {"vip"}, "t": {"other"}, "u": set()}
-    finally:
-        snap.close()
+    assert diff(ledger_rows, present) == expected

@@ -22,8 +22,8 @@ from typing import Any
 import pytest
 
 from target_pinterest_audiences.emulator import Emulator, EmulatorConfig
-from target_pinterest_audiences.mirror import SNAPSHOT_FOLDER_PREFIX
 from target_pinterest_audiences.scratch import ScratchDirectory
+from target_pinterest_audiences.snapshot import SNAPSHOT_FOLDER_PREFIX
 
 from support import (
     AD_ACCOUNT,

@@ -34,7 +34,7 @@ def killed_owner_folder(parent: Path) -> Path:
         "from pathlib import Path\n"
         "from target_pinterest_audiences.scratch import ScratchDirectory\n"
         f"d = ScratchDirectory({PREFIX!r}, Path({str(parent)!r}))\n"
-        "(d.path / 'snapshot.sqlite3').write_bytes(b'x' * 1000)\n"
+        "(d.path / 'snapshot.bin').write_bytes(b'x' * 1000)\n"
         "print(d.path, flush=True)\n"
         "os._exit(0)  # no finalizer, no cleanup: like SIGKILL\n"
     )

@@ -1,0 +1,199 @@
+"""Mirror mode's snapshot: this run's membership per audience, spilled to disk by digest prefix.
+
+Mirror mode compares the run's records with the ledger at the end of the run, and a
+10M-member snapshot must not be held in memory. Both sides are therefore read in ranges of
+the digests' first byte (a *prefix group*): the ledger answers a range query, the snapshot
+keeps its entries on disk already split by prefix, and each range is compared with set
+differences in memory (see :func:`target_pinterest_audiences.mirror.diff`).
+
+Why prefixes and not sorted order: digests are SHA-256 values, spread evenly over the first
+byte, so splitting by it is one pass over the entries, while sorting them in Python costs
+about half a microsecond per entry, and SQLite (this module's first design: insert every
+entry, then ``ORDER BY``) about two. Nothing downstream needs digest order, only ranges.
+
+How the entries get there: :meth:`Snapshot.record` appends each digest (32 raw bytes) and
+its flag (1 in the audience, 0 not) to the audience's in-memory buffer. When all buffers
+together hold :data:`SPILL_ENTRIES`, each audience's buffer is split by prefix into chunks
+appended to one scratch file, and the chunks' places are kept in a small index. An audience
+with few entries in a spill gets few, coarse chunks (at least :data:`CHUNK_ENTRIES` each), so
+thousands of small audiences cost a few index entries each, not 256.
+
+A user's last record in the run decides. Entries keep arrival order within a chunk, chunks
+are read in the order they were written, and the reader keeps the last flag per digest.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from dataclasses import dataclass
+from typing import IO
+
+from target_pinterest_audiences import scratch
+
+SNAPSHOT_FOLDER_PREFIX = "target-pinterest-audiences-snapshot-"
+"""Snapshot folders in the temp directory are named ``<prefix><pid>-<random>``."""
+
+SPILL_ENTRIES = 200_000
+"""Entries buffered in memory (about 15 MB) before they are written to the scratch file."""
+
+CHUNK_ENTRIES = 512
+"""A spill writes an audience's entries in chunks of at least this many (or all of them)."""
+
+DIGEST_BYTES = 32
+PREFIXES = 256
+"""Values of a digest's first byte: prefix groups split ``range(PREFIXES)`` evenly."""
+
+
+def prefix_groups(entries: int, per_group: int) -> int:
+    """The fewest groups (a power of two, at most 256) with about ``per_group`` entries each."""
+    groups = 1
+    while groups < PREFIXES and entries > groups * per_group:
+        groups *= 2
+    return groups
+
+
+def _spill_groups(entries: int) -> int:
+    """The most groups (a power of two, at most 256) of at least CHUNK_ENTRIES entries each."""
+    groups = 1
+    while groups * 2 * CHUNK_ENTRIES <= entries and groups < PREFIXES:
+        groups *= 2
+    return groups
+
+
+def group_shift(groups: int) -> int:
+    """How far to shift a first byte right to get its group's number (``groups`` = 2**k)."""
+    return 8 - (groups.bit_length() - 1)
+
+
+@dataclass(frozen=True, slots=True)
+class _Chunk:
+    """One spill's entries of one audience whose first byte is in ``[low, high)``."""
+
+    low: int
+    high: int
+    offset: int
+    entries: int
+
+
+class Snapshot:
+    """This run's membership per audience, on disk; the last record for a user wins."""
+
+    def __init__(self) -> None:
+        # Folders of runs that were killed (SIGKILL, OOM) go first; see ``scratch``.
+        scratch.remove_stale(SNAPSHOT_FOLDER_PREFIX)
+        self._directory = scratch.ScratchDirectory(SNAPSHOT_FOLDER_PREFIX)
+        # Scratch data, rebuilt from the input on any re-run: never synced.
+        self._file: IO[bytes] = open(self._directory.path / "snapshot.bin", "w+b")  # noqa: SIM115
+        self._size = 0
+        self._pending: dict[str, tuple[list[bytes], bytearray]] = {}
+        self._pending_entries = 0
+        self._chunks: dict[str, list[_Chunk]] = {}
+        self._entries: dict[str, int] = {}
+        self.streams: dict[str, set[str]] = {}
+        """Each stream that took part, with the audiences its records named."""
+
+    def observe_stream(self, stream: str) -> None:
+        """A stream took part in this run (it sent a SCHEMA), even if it has no records."""
+        self.streams.setdefault(stream, set())
+
+    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
+        """Note that the users ``hashes`` (hex SHA-256) are (not) in ``audience``."""
+        named = self.streams.get(stream)
+        if named is None:
+            named = self.streams[stream] = set()
+        named.add(audience)
+        pending = self._pending.get(audience)
+        if pending is None:
+            pending = self._pending[audience] = ([], bytearray())
+        digests, flags = pending
+        flag = 1 if present else 0
+        for value in hashes:
+            digests.append(bytes.fromhex(value))
+            flags.append(flag)
+        self._pending_entries += len(hashes)
+        if self._pending_entries >= SPILL_ENTRIES:
+            self._spill()
+
+    def entries(self, audience: str) -> int:
+        """How many entries this run noted for ``audience`` (a user's repeats included)."""
+        pending = self._pending.get(audience)
+        return self._entries.get(audience, 0) + (len(pending[0]) if pending else 0)
+
+    def _spill(self) -> None:
+        """Write every buffer to the scratch file, split by prefix, and empty the buffers."""
+        for audience, (digests, flags) in self._pending.items():
+            count = len(digests)
+            if not count:
+                continue
+            chunks = self._chunks.setdefault(audience, [])
+            groups = _spill_groups(count)
+            if groups == 1:
+                self._append(chunks, 0, PREFIXES, digests, flags)
+            else:
+                shift = group_shift(groups)
+                parts: list[list[bytes]] = [[] for _ in range(groups)]
+                part_flags = [bytearray() for _ in range(groups)]
+                for digest, flag in zip(digests, flags, strict=True):
+                    group = digest[0] >> shift
+                    parts[group].append(digest)
+                    part_flags[group].append(flag)
+                for group, part in enumerate(parts):
+                    if part:
+                        low = group << shift
+                        self._append(chunks, low, low + (1 << shift), part, part_flags[group])
+            self._entries[audience] = self._entries.get(audience, 0) + count
+        self._pending.clear()
+        self._pending_entries = 0
+
+    def _append(
+        self, chunks: list[_Chunk], low: int, high: int, digests: list[bytes], flags: bytearray
+    ) -> None:
+        data = b"".join(digests)
+        self._file.write(data)
+        self._file.write(flags)
+        chunks.append(_Chunk(low, high, self._size, len(digests)))
+        self._size += len(data) + len(flags)
+
+    def _read(self, chunk: _Chunk) -> tuple[list[bytes], bytes]:
+        self._file.seek(chunk.offset)
+        size = chunk.entries * DIGEST_BYTES
+        data = self._file.read(size + chunk.entries)
+        digests = [data[start : start + DIGEST_BYTES] for start in range(0, size, DIGEST_BYTES)]
+        return digests, data[size:]
+
+    def members(self, audience: str, groups: int) -> Iterator[tuple[int, int, set[bytes]]]:
+        """The members of ``audience`` in this run, in ``groups`` prefix groups, in order.
+
+        Yields ``(low, high, digests)``: the users whose digest's first byte is in
+        ``[low, high)`` and whose last record in the run put them in the audience. Every
+        group is yielded, empty ones too, so that the caller can walk the ledger alongside.
+        ``groups`` is a power of two up to 256 (see :func:`prefix_groups`).
+        """
+        if self._pending:
+            self._spill()
+        self._file.flush()
+        shift = group_shift(groups)
+        by_group: list[list[_Chunk]] = [[] for _ in range(groups)]
+        for chunk in self._chunks.get(audience, ()):
+            for group in range(chunk.low >> shift, ((chunk.high - 1) >> shift) + 1):
+                by_group[group].append(chunk)
+        for group, chunks in enumerate(by_group):
+            low = group << shift
+            high = low + (1 << shift)
+            latest: dict[bytes, int] = {}
+            for chunk in chunks:  # in the order written: a later record wins
+                digests, flags = self._read(chunk)
+                if chunk.low < low or chunk.high > high:  # a coarser chunk: this group's part
+                    latest.update(
+                        (digest, flag)
+                        for digest, flag in zip(digests, flags, strict=True)
+                        if low <= digest[0] < high
+                    )
+                else:
+                    latest.update(zip(digests, flags, strict=True))
+            yield low, high, {digest for digest, flag in latest.items() if flag}
+
+    def close(self) -> None:
+        """Delete the scratch file and its folder."""
+        self._file.close()
+        self._directory.close()
