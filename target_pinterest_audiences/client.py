@@ -36,6 +36,7 @@ from target_pinterest_audiences.errors import (
     PinterestAPIError,
     RetriesExhaustedError,
 )
+from target_pinterest_audiences.rate_limits import UNIVERSAL_PER_SECOND
 from target_pinterest_audiences.tokens import TokenProvider
 
 logger = logging.getLogger(__name__)
@@ -43,8 +44,9 @@ logger = logging.getLogger(__name__)
 RATE_LIMIT_CODE = 8
 """Pinterest's error code for rate limiting (error body ``{code: 8, ...}``)."""
 
-# A burst (after a quiet spell) runs at most this many times the ceiling's average rate:
-# writes and reads together then stay under Pinterest's universal 100 requests per second.
+# A burst (after a quiet spell) runs at most this many times the ceiling's average rate, and
+# never faster than Pinterest's universal 100 requests per second, which counts reads and
+# writes together: every request also passes one pacer for that (PinterestClient).
 BURST_SPEEDUP = 4.0
 # After 429s the spacing between requests doubles, once per pause, up to this many times
 # the ceiling's average interval (half its rate), and each success takes back a fifth of
@@ -109,10 +111,15 @@ class Pacer:
         self,
         per_minute: float | None,
         *,
+        burst_speedup: float = BURST_SPEEDUP,
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
-        """``per_minute=None`` paces nothing (only pauses after a 429 apply)."""
+        """``per_minute=None`` paces nothing (only pauses after a 429 apply).
+
+        ``burst_speedup``: how many times faster than the average rate requests may leave
+        while the window has room (1: evenly spaced, as a per-second limit needs).
+        """
         self._clock = clock
         self._sleep = sleep
         self._lock = threading.Lock()
@@ -124,7 +131,7 @@ class Pacer:
             self._count = max(1, math.floor(per_minute))
             self._window = _WINDOW_SECONDS * max(1.0, 1.0 / per_minute)
             average_interval = self._window / self._count
-            self._base_spacing = average_interval / BURST_SPEEDUP
+            self._base_spacing = average_interval / burst_speedup
             self._max_spacing = average_interval * _MAX_SLOWDOWN
         self._spacing = self._base_spacing
         self._sent: deque[float] = deque()  # send times in the window, oldest first
@@ -205,13 +212,21 @@ class PinterestClient:
         settings: ClientSettings | None = None,
         write_pacer: Pacer | None = None,
         read_pacer: Pacer | None = None,
+        universal_pacer: Pacer | None = None,
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
+        """The write and read pacers hold each category's per-minute ceiling; every request
+        also passes ``universal_pacer``, by default Pinterest's universal limit of 100 per
+        second for reads and writes together, evenly spaced (the category pacers allow
+        bursts, and a raised ceiling would otherwise burst past it)."""
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._settings = settings or ClientSettings()
         self._write_pacer = write_pacer or Pacer(None)
         self._read_pacer = read_pacer or Pacer(None)
+        self._universal_pacer = universal_pacer or Pacer(
+            UNIVERSAL_PER_SECOND * 60, burst_speedup=1.0
+        )
         self._sleep = sleep
         self._local = threading.local()
         self._sessions: list[requests.Session] = []
@@ -298,6 +313,7 @@ class PinterestClient:
         while True:
             try:
                 waited += pacer.acquire(policy.max_total_wait_seconds - waited)
+                self._universal_pacer.acquire()  # its waits are the limit itself, never a 429's
             except PacingBudgetExceeded as exc:
                 attempts = errors + throttled
                 raise RetriesExhaustedError(

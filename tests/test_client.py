@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import itertools
+import math
 import time
 from typing import Any
 
@@ -24,6 +25,7 @@ from target_pinterest_audiences.errors import (
     PinterestAPIError,
     RetriesExhaustedError,
 )
+from target_pinterest_audiences.rate_limits import MAX_REQUESTS_PER_MINUTE, UNIVERSAL_PER_SECOND
 from target_pinterest_audiences.tokens import OAuthApp, TokenProvider
 
 from support import AD_ACCOUNT, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TOKEN
@@ -250,6 +252,52 @@ def test_pacer_sends_at_most_the_ceiling_in_any_60_seconds() -> None:
         assert times[first + 8] - times[first] >= 60 - 1e-9
     # The window is used fully: 24 requests in a little over two minutes.
     assert times[-1] - times[0] == pytest.approx(120 + 7 * 1.875)
+
+
+def test_the_universal_limit_spaces_reads_and_writes_together_evenly() -> None:
+    fake = FakeClock()
+    pacer = Pacer(UNIVERSAL_PER_SECOND * 60, burst_speedup=1.0, clock=fake.clock, sleep=fake.sleep)
+
+    times = send_times(pacer, fake, 250)
+
+    gaps = [later - earlier for earlier, later in itertools.pairwise(times)]
+    assert min(gaps) == pytest.approx(1 / UNIVERSAL_PER_SECOND)  # no burst above 100 per second
+    for first in range(len(times) - UNIVERSAL_PER_SECOND):
+        assert times[first + UNIVERSAL_PER_SECOND] - times[first] >= 1 - 1e-9
+
+
+def test_a_raised_write_ceiling_never_bursts_past_the_universal_limit(emulator: Emulator) -> None:
+    fake = FakeClock()
+    tokens = TokenProvider(token_url=f"{emulator.url}/oauth/token", access_token=TOKEN, app=None)
+    stamps: list[float] = []
+    universal = Pacer(
+        UNIVERSAL_PER_SECOND * 60, burst_speedup=1.0, clock=fake.clock, sleep=fake.sleep
+    )
+    original = universal.acquire
+
+    def acquire(budget: float = math.inf) -> float:
+        waited = original(budget)
+        stamps.append(fake.now)
+        return waited
+
+    universal.acquire = acquire  # type: ignore[method-assign]
+    client = PinterestClient(
+        emulator.url,
+        tokens,
+        write_pacer=Pacer(MAX_REQUESTS_PER_MINUTE, clock=fake.clock, sleep=fake.sleep),
+        read_pacer=Pacer(MAX_REQUESTS_PER_MINUTE, clock=fake.clock, sleep=fake.sleep),
+        universal_pacer=universal,
+    )
+
+    for _ in range(5):
+        client.get(LISTS)  # reads and writes share the limit
+        body = {"name": f"list {len(stamps)}", "records": "a" * 64, "list_type": "EMAIL"}
+        client.request("POST", LISTS, body=body, idempotent=False)
+
+    # Each category alone would allow four times its average rate (400 per second here).
+    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
+    assert len(stamps) == 10
+    assert min(gaps) >= 1 / UNIVERSAL_PER_SECOND - 1e-9
 
 
 def test_pacer_below_one_request_per_minute_spaces_them_out() -> None:
