@@ -25,7 +25,7 @@ from target_pinterest_audiences.fields import (
     CONTRACT_FIELDS,
     IN_AUDIENCE,
 )
-from target_pinterest_audiences.identifiers import HASHERS
+from target_pinterest_audiences.identifiers import HASHERS, IdentifierKind, hash_email
 
 # Pinterest documents no limit on customer list names; Ads Manager's name fields stop at
 # 255 characters, so a longer key would create a list nobody can rename in the UI. We
@@ -100,6 +100,11 @@ _AUDIENCE_NAMES: dict[str, str] = {}
 _EXPLICIT_CHANGES: dict[tuple[str, bool], list[tuple[str, bool]]] = {}
 _AUDIENCE_NAMES_MAX = 100_000
 _FIELD_HASHERS = tuple((kind.value, hasher) for kind, hasher in HASHERS.items())
+_EMAIL, _IOS_IDFA, _ANDROID_ID = (
+    IdentifierKind.EMAIL.value,
+    IdentifierKind.IOS_IDFA.value,
+    (IdentifierKind.ANDROID_ID.value),
+)
 
 
 def audience_key_problem(key: object) -> str | None:
@@ -144,9 +149,18 @@ def hash_identifiers(record: dict[str, object]) -> tuple[list[str], list[str]]:
     A missing or null field is simply absent; an empty or malformed one is rejected with
     a reason. The same hash twice (e.g. a pre-hashed email equal to a raw one) is kept once.
     """
+    get = record.get
+    if get(_IOS_IDFA) is None and get(_ANDROID_ID) is None:
+        # Most records carry an email alone: a quarter of this function's time is the loop.
+        value = get(_EMAIL)
+        if value is None:
+            return [], []
+        result = hash_email(value)
+        if isinstance(result, str):
+            return [result], []
+        return [], [result.reason]
     hashes: list[str] = []
     rejected: list[str] = []
-    get = record.get
     for name, hasher in _FIELD_HASHERS:
         value = get(name)
         if value is None:

@@ -111,15 +111,11 @@ class MirrorSync:
         self.applied = False
         """The whole difference was applied: STATE may be emitted."""
 
-    # The record path feeds the snapshot.
+    # The record path feeds the snapshot directly (see SinkContext.mirror).
 
     def observe_stream(self, stream: str) -> None:
         """A stream takes part in this run (it sent a SCHEMA), even without records."""
         self.snapshot.observe_stream(stream)
-
-    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
-        """A snapshot row: the users ``hashes`` are (not) in ``audience``."""
-        self.snapshot.record(stream, audience, hashes, present)
 
     # Hook for the uploader: each acknowledgement is written to the ledger (rows were
     # marked uncertain before their requests were queued, in _send).

@@ -13,7 +13,7 @@ what they share (counting, rejects, audience claims) lives in :class:`AudienceSi
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any, ClassVar, Protocol, cast
 
@@ -22,7 +22,6 @@ from singer_sdk.sinks import Sink
 from target_pinterest_audiences.memberships import (
     DELETED_WITHOUT_IDENTIFIER,
     NO_VALID_IDENTIFIER,
-    Membership,
     read_membership,
 )
 from target_pinterest_audiences.rows import Row, RowReader, is_deleted
@@ -43,9 +42,12 @@ class ChangeQueue(Protocol):
 
 
 class SnapshotRecorder(Protocol):
-    """Mirror mode's way out: :class:`~target_pinterest_audiences.mirror.MirrorSync`."""
+    """Mirror mode's way out: the run's :class:`~target_pinterest_audiences.snapshot.Snapshot`."""
 
-    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
+    def covers(self, stream: str, audience: str) -> None:
+        """``stream`` named ``audience`` in this run (said once per stream and audience)."""
+
+    def record(self, audience: str, hashes: list[str], present: bool) -> None:
         """A snapshot row: the users ``hashes`` are (not) in ``audience``."""
 
 
@@ -176,10 +178,24 @@ class AudienceSink(Sink):
 
 
 class _MembershipSink(AudienceSink):
-    """Changes and mirror modes: each record is a membership (add or remove)."""
+    """Changes and mirror modes: each record is a membership (add or remove).
 
-    def read(self, record: dict[str, Any], stream_report: StreamReport, number: int) -> Membership:
-        """Apply the contract; a delete turns every change into a removal."""
+    The two differ only in where a membership goes (:meth:`way_out`), so one :meth:`accept`
+    serves both: it is the hot path of a run, one call per record.
+    """
+
+    def __init__(self, target: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(target, *args, **kwargs)
+        self._send = self.way_out()
+
+    def way_out(self) -> Callable[[str, list[str], bool], None]:
+        """Where a record's changes go: ``send(audience, hashes, member)``."""
+        raise NotImplementedError
+
+    def accept(
+        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
+    ) -> None:
+        """Apply the contract (a delete turns every change into a removal), pass it on."""
         self._uncounted += 1
         membership = read_membership(self.stream_name, record)
         if is_deleted(record):
@@ -192,7 +208,7 @@ class _MembershipSink(AudienceSink):
             keyless = membership.skip_reason == DELETED_WITHOUT_IDENTIFIER
             self.count_problems(
                 stream_report,
-                number,
+                record_number,
                 rejected=membership.rejected,
                 skip_reason=membership.skip_reason,
                 audiences=[] if keyless else [audience for audience, _ in membership.changes],
@@ -200,12 +216,14 @@ class _MembershipSink(AudienceSink):
             )
         else:
             stream_report.used += 1
-        if membership.hashes:
+        hashes = membership.hashes
+        if hashes:
             claimed = self._claimed
-            for audience, _ in membership.changes:
+            send = self._send
+            for audience, member in membership.changes:
                 if audience not in claimed:  # once per audience: a set lookup per record
                     self.claim((audience,))
-        return membership
+                send(audience, hashes, member)
 
 
 class ChangesSink(_MembershipSink):
@@ -213,16 +231,9 @@ class ChangesSink(_MembershipSink):
 
     mode = CHANGES
 
-    def accept(
-        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
-    ) -> None:
-        """Hand the record's changes to the uploader."""
-        membership = self.read(record, stream_report, record_number)
-        hashes = membership.hashes
-        if hashes:
-            change = self.context.uploader.change
-            for audience, member in membership.changes:
-                change(audience, hashes, member)
+    def way_out(self) -> Callable[[str, list[str], bool], None]:
+        """The uploader, which merges the changes per audience and sends them."""
+        return self.context.uploader.change
 
 
 class MirrorSink(_MembershipSink):
@@ -230,16 +241,20 @@ class MirrorSink(_MembershipSink):
 
     mode = MIRROR
 
-    def accept(
-        self, record: dict[str, Any], stream_report: StreamReport, record_number: int
-    ) -> None:
-        """Note the record's memberships in this run's snapshot."""
-        membership = self.read(record, stream_report, record_number)
+    def way_out(self) -> Callable[[str, list[str], bool], None]:
+        """This run's snapshot, compared with the ledger once the run has read everything."""
         mirror = self.context.mirror
         assert mirror is not None
-        if membership.hashes:
-            for audience, member in membership.changes:
-                mirror.record(self.stream_name, audience, membership.hashes, member)
+        return mirror.record
+
+    def claim(self, audiences: Any) -> None:
+        """Claim the audiences, and tell the snapshot that this stream covers them."""
+        mirror = self.context.mirror
+        assert mirror is not None
+        for audience in audiences:
+            if audience not in self._claimed:
+                super().claim((audience,))
+                mirror.covers(self.stream_name, audience)
 
 
 class UpsertSink(AudienceSink):

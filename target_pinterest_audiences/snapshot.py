@@ -96,12 +96,16 @@ class Snapshot:
         """A stream took part in this run (it sent a SCHEMA), even if it has no records."""
         self.streams.setdefault(stream, set())
 
-    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
-        """Note that the users ``hashes`` (hex SHA-256) are (not) in ``audience``."""
-        named = self.streams.get(stream)
-        if named is None:
-            named = self.streams[stream] = set()
-        named.add(audience)
+    def covers(self, stream: str, audience: str) -> None:
+        """``stream`` named ``audience`` in this run: the stream covers it from now on."""
+        self.streams.setdefault(stream, set()).add(audience)
+
+    def record(self, audience: str, hashes: list[str], present: bool) -> None:
+        """Note that the users ``hashes`` (hex SHA-256) are (not) in ``audience``.
+
+        The stream that said so is told apart by :meth:`covers`, once per audience, not here
+        on every record.
+        """
         pending = self._pending.get(audience)
         if pending is None:
             pending = self._pending[audience] = ([], bytearray())

@@ -144,7 +144,7 @@ class TargetPinterestAudiences(SDKSeam):
             report=self.run_report,
             rejects=self.rejects,
             modes=self.modes,
-            mirror=self.mirror,
+            mirror=None if self.mirror is None else self.mirror.snapshot,
             upsert=self.upsert,
         )
         self._schema_source: str | None = None

@@ -59,10 +59,14 @@ class FakeUploader:
 class FakeSnapshot:
     """Mirror mode's way out: every snapshot row, in order."""
 
-    rows: list[tuple[str, str, tuple[str, ...], bool]] = field(default_factory=list)
+    rows: list[tuple[str, tuple[str, ...], bool]] = field(default_factory=list)
+    covered: list[tuple[str, str]] = field(default_factory=list)
 
-    def record(self, stream: str, audience: str, hashes: list[str], present: bool) -> None:
-        self.rows.append((stream, audience, tuple(hashes), present))
+    def covers(self, stream: str, audience: str) -> None:
+        self.covered.append((stream, audience))
+
+    def record(self, audience: str, hashes: list[str], present: bool) -> None:
+        self.rows.append((audience, tuple(hashes), present))
 
 
 @dataclass(frozen=True)
@@ -323,10 +327,11 @@ def test_mirror_gathers_the_snapshot_and_sends_nothing_itself(run: Run) -> None:
     )
 
     assert run.snapshot.rows == [
-        ("segments", "vip", (sha(ALICE),), True),
-        ("segments", "vip", (sha(BOB),), False),
-        ("segments", "lapsed", (sha(BOB),), False),
+        ("vip", (sha(ALICE),), True),
+        ("vip", (sha(BOB),), False),
+        ("lapsed", (sha(BOB),), False),
     ]
+    assert run.snapshot.covered == [("segments", "vip"), ("segments", "lapsed")]  # once each
     assert run.uploader.changes == []
     stream = run.report.stream("segments")
     assert (stream.records, stream.used, stream.deletes) == (4, 3, 1)

@@ -44,12 +44,15 @@ def test_prefix_groups_are_powers_of_two_sized_for_the_entries() -> None:
 
 
 def test_the_last_record_for_a_user_wins_and_streams_are_remembered(snap: Snapshot) -> None:
-    snap.record("s", "vip", [h(3), h(1)], True)
-    snap.record("s", "vip", [h(2)], True)
-    snap.record("s", "vip", [h(3)], False)  # left again later in the same run
-    snap.record("s", "vip", [h(4)], False)
-    snap.record("s", "vip", [h(4)], True)  # and one who came back
-    snap.record("t", "other", [h(9)], True)
+    snap.record("vip", [h(3), h(1)], True)
+    snap.record("vip", [h(2)], True)
+    snap.record("vip", [h(3)], False)  # left again later in the same run
+    snap.record("vip", [h(4)], False)
+    snap.record("vip", [h(4)], True)  # and one who came back
+    snap.record("other", [h(9)], True)
+    snap.covers("s", "vip")
+    snap.covers("t", "other")
+    snap.covers("t", "other")  # said again: no harm
     snap.observe_stream("u")
 
     assert members(snap, "vip", 1) == sorted([h(1), h(2), h(4)])
@@ -70,10 +73,10 @@ def test_spills_keep_the_last_record_across_chunks_of_any_size(
     expected: dict[str, bool] = {}
     for n in range(20_000):
         present = n % 7 != 0
-        snap.record("s", "big", [h(n % 9_000)], present)  # users recur across spills
+        snap.record("big", [h(n % 9_000)], present)  # users recur across spills
         expected[h(n % 9_000)] = present
         if n % 100 == 0:
-            snap.record("s", "small", [h(n)], True)
+            snap.record("small", [h(n)], True)
 
     assert members(snap, "big", groups) == sorted(v for v, present in expected.items() if present)
     assert members(snap, "small", groups) == sorted(h(n) for n in range(0, 20_000, 100))
@@ -81,7 +84,7 @@ def test_spills_keep_the_last_record_across_chunks_of_any_size(
 
 
 def test_close_removes_the_scratch_folder(snap: Snapshot) -> None:
-    snap.record("s", "vip", [h(1)], True)
+    snap.record("vip", [h(1)], True)
     folder = snap._directory.path
     assert folder.exists()
     snap.close()
