@@ -34,6 +34,8 @@ import threading
 import time
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
+from operator import itemgetter
 from pathlib import Path
 from typing import Any, Protocol
 
@@ -113,6 +115,19 @@ _ADDED_COLUMNS: dict[int, tuple[tuple[str, str, str], ...]] = {
         ("ledger_lists", "live_members", "BIGINT NOT NULL DEFAULT 0"),
     ),
 }
+
+
+_FIRST = itemgetter(0)
+
+
+@dataclass(frozen=True, slots=True)
+class MemberRange:
+    """One prefix range of an audience's mirror rows (see :meth:`Ledger.members_between`)."""
+
+    rows: set[bytes]
+    """Every row's digest: confirmed members and uncertain ones."""
+    uncertain: set[bytes]
+    """Rows whose request may not have arrived (marked before it, not yet acknowledged)."""
 
 
 class _Connection(Protocol):
@@ -365,26 +380,29 @@ class Ledger:
             ).fetchone()
         return int(row[0]), int(row[1])
 
-    def members_between(self, audience: str, low: int, high: int) -> list[tuple[bytes, int]]:
+    def members_between(self, audience: str, low: int, high: int) -> MemberRange:
         """The rows of ``audience`` whose digest's first byte is in ``[low, high)``.
 
-        As (digest, confirmed) pairs, in no particular order: mirror mode compares one
-        prefix range at a time with set operations (see :mod:`snapshot`), so one range query
-        per group replaces a walk in digest order. ``high`` is at most 256.
+        Mirror mode compares one prefix range at a time with set operations (see
+        :mod:`snapshot`), so one range query per group replaces a walk in digest order;
+        the uncertain rows, rare, come from a second query, not from a loop over all rows.
+        ``high`` is at most 256.
         """
         key = self._existing_key(audience)
         if key is None:
-            return []
-        statement = "SELECT hash, confirmed FROM ledger_members WHERE list_key = ? AND hash >= ?"
+            return MemberRange(set(), set())
+        where = "list_key = ? AND hash >= ?"
         params: tuple[Any, ...] = (key, bytes([low]))
         if high < 256:
-            statement += " AND hash < ?"
+            where += " AND hash < ?"
             params += (bytes([high]),)
+        select = f"SELECT hash FROM ledger_members WHERE {where}"  # noqa: S608
         with self._lock:
-            rows: list[tuple[Any, int]] = self._execute(statement, params).fetchall()
-        if rows and type(rows[0][0]) is not bytes:  # a driver's memoryview
-            return [(bytes(digest), confirmed) for digest, confirmed in rows]
-        return rows
+            rows = set(map(_FIRST, self._execute(select, params)))
+            uncertain = set(map(_FIRST, self._execute(f"{select} AND confirmed = 0", params)))
+        if rows and type(next(iter(rows))) is not bytes:  # a driver's memoryview
+            return MemberRange({bytes(d) for d in rows}, {bytes(d) for d in uncertain})
+        return MemberRange(rows, uncertain)
 
     def mark_uncertain(self, audience: str, hashes: Sequence[str]) -> None:
         """Before a request: these rows' membership is unknown until it is acknowledged."""

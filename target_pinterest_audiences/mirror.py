@@ -32,7 +32,7 @@ from dataclasses import dataclass
 
 from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.errors import RemovalGuardError
-from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
+from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger, MemberRange
 from target_pinterest_audiences.report import RunReport
 from target_pinterest_audiences.snapshot import Snapshot, prefix_groups
 from target_pinterest_audiences.uploader import ADD, Uploader
@@ -55,7 +55,7 @@ class Difference:
     unchanged: int
 
 
-def diff(ledger_rows: list[tuple[bytes, int]], present: set[bytes]) -> Difference:
+def diff(ledger_rows: MemberRange, present: set[bytes]) -> Difference:
     """Compare one prefix group's ledger rows with its members in this run's snapshot.
 
     - in the snapshot, confirmed in the ledger: unchanged, no request;
@@ -65,10 +65,10 @@ def diff(ledger_rows: list[tuple[bytes, int]], present: set[bytes]) -> Differenc
 
     Set operations, in C: a third of the cost of walking both sides in digest order.
     """
-    every_row = {digest for digest, _ in ledger_rows}
-    confirmed = {digest for digest, is_confirmed in ledger_rows if is_confirmed}
+    rows = ledger_rows.rows
+    confirmed = rows - ledger_rows.uncertain if ledger_rows.uncertain else rows
     add = sorted(present - confirmed)
-    return Difference(add, sorted(every_row - present), len(present) - len(add))
+    return Difference(add, sorted(rows - present), len(present) - len(add))
 
 
 @dataclass

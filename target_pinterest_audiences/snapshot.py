@@ -24,8 +24,10 @@ are read in the order they were written, and the reader keeps the last flag per 
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Iterator
 from dataclasses import dataclass
+from operator import itemgetter
 from typing import IO
 
 from target_pinterest_audiences import scratch
@@ -40,6 +42,7 @@ CHUNK_ENTRIES = 512
 """A spill writes an audience's entries in chunks of at least this many (or all of them)."""
 
 DIGEST_BYTES = 32
+_DIGESTS = struct.Struct(f"{DIGEST_BYTES}s")
 PREFIXES = 256
 """Values of a digest's first byte: prefix groups split ``range(PREFIXES)`` evenly."""
 
@@ -73,6 +76,8 @@ class _Chunk:
     high: int
     offset: int
     entries: int
+    leaves: bool
+    """Some entry says "not in the audience" (most snapshots have none: a cheaper read)."""
 
 
 class Snapshot:
@@ -137,10 +142,16 @@ class Snapshot:
                 shift = group_shift(groups)
                 parts: list[list[bytes]] = [[] for _ in range(groups)]
                 part_flags = [bytearray() for _ in range(groups)]
-                for digest, flag in zip(digests, flags, strict=True):
-                    group = digest[0] >> shift
-                    parts[group].append(digest)
-                    part_flags[group].append(flag)
+                if 0 in flags:
+                    for digest, flag in zip(digests, flags, strict=True):
+                        group = digest[0] >> shift
+                        parts[group].append(digest)
+                        part_flags[group].append(flag)
+                else:  # everyone in (the common case): only the digests need splitting
+                    for digest in digests:
+                        parts[digest[0] >> shift].append(digest)
+                    for part, part_flag in zip(parts, part_flags, strict=True):
+                        part_flag.extend(b"\x01" * len(part))
                 for group, part in enumerate(parts):
                     if part:
                         low = group << shift
@@ -155,15 +166,24 @@ class Snapshot:
         data = b"".join(digests)
         self._file.write(data)
         self._file.write(flags)
-        chunks.append(_Chunk(low, high, self._size, len(digests)))
+        chunks.append(_Chunk(low, high, self._size, len(digests), 0 in flags))
         self._size += len(data) + len(flags)
 
-    def _read(self, chunk: _Chunk) -> tuple[list[bytes], bytes]:
+    def _read(self, chunk: _Chunk, group_low: int, group_high: int) -> tuple[list[bytes], bytes]:
+        """A chunk's digests and flags, only those in ``[group_low, group_high)``."""
         self._file.seek(chunk.offset)
         size = chunk.entries * DIGEST_BYTES
         data = self._file.read(size + chunk.entries)
-        digests = [data[start : start + DIGEST_BYTES] for start in range(0, size, DIGEST_BYTES)]
-        return digests, data[size:]
+        digests = list(map(itemgetter(0), _DIGESTS.iter_unpack(data[:size])))
+        flags = data[size:]
+        if chunk.low < group_low or chunk.high > group_high:  # a coarser chunk: a part of it
+            kept = [
+                (digest, flag)
+                for digest, flag in zip(digests, flags, strict=True)
+                if group_low <= digest[0] < group_high
+            ]
+            return [digest for digest, _ in kept], bytes(flag for _, flag in kept)
+        return digests, flags
 
     def members(self, audience: str, groups: int) -> Iterator[tuple[int, int, set[bytes]]]:
         """The members of ``audience`` in this run, in ``groups`` prefix groups, in order.
@@ -184,17 +204,17 @@ class Snapshot:
         for group, chunks in enumerate(by_group):
             low = group << shift
             high = low + (1 << shift)
+            if not any(chunk.leaves for chunk in chunks):
+                # Everyone named is in: the last record cannot say otherwise.
+                present: set[bytes] = set()
+                for chunk in chunks:
+                    present.update(self._read(chunk, low, high)[0])
+                yield low, high, present
+                continue
             latest: dict[bytes, int] = {}
             for chunk in chunks:  # in the order written: a later record wins
-                digests, flags = self._read(chunk)
-                if chunk.low < low or chunk.high > high:  # a coarser chunk: this group's part
-                    latest.update(
-                        (digest, flag)
-                        for digest, flag in zip(digests, flags, strict=True)
-                        if low <= digest[0] < high
-                    )
-                else:
-                    latest.update(zip(digests, flags, strict=True))
+                digests, flags = self._read(chunk, low, high)
+                latest.update(zip(digests, flags, strict=True))
             yield low, high, {digest for digest, flag in latest.items() if flag}
 
     def close(self) -> None:

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 
-from target_pinterest_audiences.ledger import Ledger, PostgresLedger, SQLiteLedger
+from target_pinterest_audiences.ledger import Ledger, MemberRange, PostgresLedger, SQLiteLedger
 from target_pinterest_audiences.mirror import Difference, diff
 
 ACCOUNT = "549755885175"
@@ -29,10 +29,8 @@ def ledger(request: pytest.FixtureRequest, tmp_path: Path) -> Iterator[Ledger]:
 
 
 def rows(ledger: Ledger, audience: str) -> dict[str, bool]:
-    return {
-        digest.hex(): bool(confirmed)
-        for digest, confirmed in ledger.members_between(audience, 0, 256)
-    }
+    found = ledger.members_between(audience, 0, 256)
+    return {digest.hex(): digest not in found.uncertain for digest in found.rows}
 
 
 def test_uncertain_then_confirmed_then_removed(ledger: Ledger) -> None:
@@ -61,11 +59,11 @@ def test_members_between_returns_exactly_the_rows_of_a_prefix_range(
 
     found = ledger.members_between("big", low, high)
 
-    assert all(type(digest) is bytes for digest, _ in found)
+    assert all(type(digest) is bytes for digest in found.rows | found.uncertain)
     in_range = [value for value in many if low <= int(value[:2], 16) < high]
-    expected = {value: value not in many[:100] for value in in_range}
-    assert {digest.hex(): bool(confirmed) for digest, confirmed in found} == expected
-    assert expected  # the range is not empty: the comparison means something
+    assert {digest.hex() for digest in found.rows} == set(in_range)
+    assert {digest.hex() for digest in found.uncertain} == set(in_range) & set(many[:100])
+    assert in_range  # the range is not empty: the comparison means something
 
 
 def test_a_different_list_id_voids_the_rows(ledger: Ledger) -> None:
@@ -126,20 +124,16 @@ A, B, C, D, E = (bytes([n]) * 32 for n in range(1, 6))
 @pytest.mark.parametrize(
     ("ledger_rows", "present", "expected"),
     [
-        ([], set(), Difference([], [], 0)),
-        ([], {A}, Difference([A], [], 0)),
-        ([(A, 1)], set(), Difference([], [A], 0)),
-        ([(A, 0)], set(), Difference([], [A], 0)),  # uncertain, not wanted: remove it
-        ([(A, 1)], {A}, Difference([], [], 1)),
-        ([(A, 0)], {A}, Difference([A], [], 0)),  # uncertain, wanted: send it again
-        (
-            [(E, 0), (A, 1), (C, 1)],
-            {D, B, C, E},
-            Difference([B, D, E], [A], 1),
-        ),
+        (MemberRange(set(), set()), set(), Difference([], [], 0)),
+        (MemberRange(set(), set()), {A}, Difference([A], [], 0)),
+        (MemberRange({A}, set()), set(), Difference([], [A], 0)),
+        (MemberRange({A}, {A}), set(), Difference([], [A], 0)),  # uncertain, not wanted
+        (MemberRange({A}, set()), {A}, Difference([], [], 1)),
+        (MemberRange({A}, {A}), {A}, Difference([A], [], 0)),  # uncertain, wanted: again
+        (MemberRange({E, A, C}, {E}), {D, B, C, E}, Difference([B, D, E], [A], 1)),
     ],
 )
 def test_diff_compares_a_group_of_ledger_rows_with_the_snapshot(
-    ledger_rows: list[tuple[bytes, int]], present: set[bytes], expected: Difference
+    ledger_rows: MemberRange, present: set[bytes], expected: Difference
 ) -> None:
     assert diff(ledger_rows, present) == expected

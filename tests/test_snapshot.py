@@ -77,9 +77,11 @@ def test_spills_keep_the_last_record_across_chunks_of_any_size(
         expected[h(n % 9_000)] = present
         if n % 100 == 0:
             snap.record("small", [h(n)], True)
+        snap.record("joined", [h(n % 5_000)], True)  # nobody leaves: the cheaper read
 
     assert members(snap, "big", groups) == sorted(v for v, present in expected.items() if present)
     assert members(snap, "small", groups) == sorted(h(n) for n in range(0, 20_000, 100))
+    assert members(snap, "joined", groups) == sorted(h(n) for n in range(5_000))
     assert snap.entries("big") == 20_000
 
 
