@@ -63,7 +63,7 @@ def diff(ledger_rows: MemberRange, present: set[bytes]) -> Difference:
       arrived): ADD;
     - in the ledger (confirmed or uncertain), not in the snapshot: REMOVE.
 
-    Set operations, in C: a third of the cost of walking both sides in digest order.
+    Set operations, in C, where a merge of both sides in digest order was a Python loop.
     """
     rows = ledger_rows.rows
     confirmed = rows - ledger_rows.uncertain if ledger_rows.uncertain else rows
