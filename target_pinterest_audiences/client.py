@@ -36,7 +36,7 @@ from target_pinterest_audiences.errors import (
     PinterestAPIError,
     RetriesExhaustedError,
 )
-from target_pinterest_audiences.rate_limits import UNIVERSAL_PER_SECOND
+from target_pinterest_audiences.rate_limits import UNIVERSAL_CEILING_PER_SECOND
 from target_pinterest_audiences.tokens import TokenProvider
 
 logger = logging.getLogger(__name__)
@@ -46,7 +46,8 @@ RATE_LIMIT_CODE = 8
 
 # A burst (after a quiet spell) runs at most this many times the ceiling's average rate, and
 # never faster than Pinterest's universal 100 requests per second, which counts reads and
-# writes together: every request also passes one pacer for that (PinterestClient).
+# writes together: every request also passes one pacer for that, 10% under it
+# (PinterestClient).
 BURST_SPEEDUP = 4.0
 # After 429s the spacing between requests doubles, once per pause, up to this many times
 # the ceiling's average interval (half its rate), and each success takes back a fifth of
@@ -216,16 +217,17 @@ class PinterestClient:
         sleep: Callable[[float], None] = time.sleep,
     ) -> None:
         """The write and read pacers hold each category's per-minute ceiling; every request
-        also passes ``universal_pacer``, by default Pinterest's universal limit of 100 per
-        second for reads and writes together, evenly spaced (the category pacers allow
-        bursts, and a raised ceiling would otherwise burst past it)."""
+        also passes ``universal_pacer``, by default 90 per second for reads and writes
+        together, evenly spaced: 10% under Pinterest's universal limit of 100 per second, as
+        the category defaults are under theirs (the category pacers allow bursts, and a
+        raised ceiling would otherwise burst past it)."""
         self.api_url = api_url.rstrip("/")
         self._tokens = tokens
         self._settings = settings or ClientSettings()
         self._write_pacer = write_pacer or Pacer(None)
         self._read_pacer = read_pacer or Pacer(None)
         self._universal_pacer = universal_pacer or Pacer(
-            UNIVERSAL_PER_SECOND * 60, burst_speedup=1.0
+            UNIVERSAL_CEILING_PER_SECOND * 60, burst_speedup=1.0, sleep=sleep
         )
         self._sleep = sleep
         self._local = threading.local()

@@ -55,8 +55,8 @@ _UPSERT_CONFIRMED = (
 )
 _DELETE = "DELETE FROM ledger_members WHERE list_key = ? AND hash = ?"
 
-# Rows per executemany/fetch: large enough to amortize round trips, small enough to keep
-# memory flat for 10M-member audiences.
+# Rows per executemany, and per hand-over to the uploader (mirror, upsert): large enough to
+# amortize round trips, small enough to keep memory flat for 10M-member audiences.
 CHUNK_ROWS = 10_000
 CACHE_KIB = 16 * 1024
 """SQLite page cache of the ledger's connection. Measured at 1M and 10M
@@ -384,9 +384,10 @@ class Ledger:
         """The rows of ``audience`` whose digest's first byte is in ``[low, high)``.
 
         Mirror mode compares one prefix range at a time with set operations (see
-        :mod:`snapshot`), so one range query per group replaces a walk in digest order;
-        the uncertain rows, rare, come from a second query, not from a loop over all rows.
-        ``high`` is at most 256.
+        :mod:`snapshot`), so one range query per group replaces a walk in digest order.
+        The uncertain rows, rare, come from a second query over the same range (scanned
+        again by the database, in C; there is no index on ``confirmed``), not from a loop
+        in Python over every row. ``high`` is at most 256.
         """
         key = self._existing_key(audience)
         if key is None:

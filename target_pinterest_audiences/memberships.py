@@ -100,11 +100,10 @@ _AUDIENCE_NAMES: dict[str, str] = {}
 _EXPLICIT_CHANGES: dict[tuple[str, bool], list[tuple[str, bool]]] = {}
 _AUDIENCE_NAMES_MAX = 100_000
 _FIELD_HASHERS = tuple((kind.value, hasher) for kind, hasher in HASHERS.items())
-_EMAIL, _IOS_IDFA, _ANDROID_ID = (
-    IdentifierKind.EMAIL.value,
-    IdentifierKind.IOS_IDFA.value,
-    (IdentifierKind.ANDROID_ID.value),
-)
+_EMAIL = IdentifierKind.EMAIL.value
+# The fast path of hash_identifiers checks the other kinds by name; this unpacking fails at
+# import, not silently, if a kind is added.
+_DEVICE_ID, _OTHER_DEVICE_ID = (kind.value for kind in HASHERS if kind is not IdentifierKind.EMAIL)
 
 
 def audience_key_problem(key: object) -> str | None:
@@ -150,7 +149,7 @@ def hash_identifiers(record: dict[str, object]) -> tuple[list[str], list[str]]:
     a reason. The same hash twice (e.g. a pre-hashed email equal to a raw one) is kept once.
     """
     get = record.get
-    if get(_IOS_IDFA) is None and get(_ANDROID_ID) is None:
+    if get(_DEVICE_ID) is None and get(_OTHER_DEVICE_ID) is None:
         # Most records carry an email alone: a quarter of this function's time is the loop.
         value = get(_EMAIL)
         if value is None:

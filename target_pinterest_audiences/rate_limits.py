@@ -33,6 +33,8 @@ UNIVERSAL_PER_SECOND = 100
 
 DEFAULT_WRITE_REQUESTS_PER_MINUTE = 360
 DEFAULT_READ_REQUESTS_PER_MINUTE = 900
+UNIVERSAL_CEILING_PER_SECOND = 90
+"""The target's own ceiling for all requests together, 10% under the universal limit."""
 # No ceiling may exceed the universal limit.
 MAX_REQUESTS_PER_MINUTE = UNIVERSAL_PER_SECOND * 60
 

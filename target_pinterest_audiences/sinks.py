@@ -218,11 +218,13 @@ class _MembershipSink(AudienceSink):
             stream_report.used += 1
         hashes = membership.hashes
         if hashes:
+            changes = membership.changes
             claimed = self._claimed
-            send = self._send
-            for audience, member in membership.changes:
+            for audience, _ in changes:  # all first: a refused claim must stop before sending
                 if audience not in claimed:  # once per audience: a set lookup per record
                     self.claim((audience,))
+            send = self._send
+            for audience, member in changes:
                 send(audience, hashes, member)
 
 

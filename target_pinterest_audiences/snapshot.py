@@ -170,21 +170,12 @@ class Snapshot:
         chunks.append(_Chunk(low, high, self._size, len(digests), 0 in flags))
         self._size += len(data) + len(flags)
 
-    def _read(self, chunk: _Chunk, group_low: int, group_high: int) -> tuple[list[bytes], bytes]:
-        """A chunk's digests and flags, only those in ``[group_low, group_high)``."""
+    def _read(self, chunk: _Chunk) -> tuple[list[bytes], bytes]:
+        """A chunk's digests and flags, in the order they were recorded."""
         self._file.seek(chunk.offset)
         size = chunk.entries * DIGEST_BYTES
         data = self._file.read(size + chunk.entries)
-        digests = list(map(itemgetter(0), _DIGESTS.iter_unpack(data[:size])))
-        flags = data[size:]
-        if chunk.low < group_low or chunk.high > group_high:  # a coarser chunk: a part of it
-            kept = [
-                (digest, flag)
-                for digest, flag in zip(digests, flags, strict=True)
-                if group_low <= digest[0] < group_high
-            ]
-            return [digest for digest, _ in kept], bytes(flag for _, flag in kept)
-        return digests, flags
+        return list(map(itemgetter(0), _DIGESTS.iter_unpack(data[:size]))), data[size:]
 
     def members(self, audience: str, groups: int) -> Iterator[tuple[int, int, set[bytes]]]:
         """The members of ``audience`` in this run, in ``groups`` prefix groups, in order.
@@ -198,25 +189,54 @@ class Snapshot:
             self._spill()
         self._file.flush()
         shift = group_shift(groups)
-        by_group: list[list[_Chunk]] = [[] for _ in range(groups)]
-        for chunk in self._chunks.get(audience, ()):
+        chunks = self._chunks.get(audience, [])
+        by_group: list[list[int]] = [[] for _ in range(groups)]
+        for index, chunk in enumerate(chunks):
             for group in range(chunk.low >> shift, ((chunk.high - 1) >> shift) + 1):
-                by_group[group].append(chunk)
-        for group, chunks in enumerate(by_group):
+                by_group[group].append(index)
+        # A chunk wider than a group (few entries in its spill) is read and split once; its
+        # other groups' parts wait here until their turn.
+        split: dict[int, list[tuple[list[bytes], bytearray]]] = {}
+        for group, indexes in enumerate(by_group):
             low = group << shift
             high = low + (1 << shift)
-            if not any(chunk.leaves for chunk in chunks):
+            pieces = [self._piece(chunks[index], index, group, shift, split) for index in indexes]
+            if not any(chunks[index].leaves for index in indexes):
                 # Everyone named is in: the last record cannot say otherwise.
                 present: set[bytes] = set()
-                for chunk in chunks:
-                    present.update(self._read(chunk, low, high)[0])
+                for digests, _ in pieces:
+                    present.update(digests)
                 yield low, high, present
                 continue
             latest: dict[bytes, int] = {}
-            for chunk in chunks:  # in the order written: a later record wins
-                digests, flags = self._read(chunk, low, high)
+            for digests, flags in pieces:  # in the order written: a later record wins
                 latest.update(zip(digests, flags, strict=True))
             yield low, high, {digest for digest, flag in latest.items() if flag}
+
+    def _piece(
+        self,
+        chunk: _Chunk,
+        index: int,
+        group: int,
+        shift: int,
+        split: dict[int, list[tuple[list[bytes], bytearray]]],
+    ) -> tuple[list[bytes], bytes | bytearray]:
+        """The entries of ``chunk`` (number ``index``) that fall in ``group``."""
+        first = chunk.low >> shift
+        last = (chunk.high - 1) >> shift
+        if first == last:  # the chunk lies within the group
+            return self._read(chunk)
+        parts = split.get(index)
+        if parts is None:
+            parts = split[index] = [([], bytearray()) for _ in range(last - first + 1)]
+            digests, flags = self._read(chunk)
+            for digest, flag in zip(digests, flags, strict=True):
+                part_digests, part_flags = parts[(digest[0] >> shift) - first]
+                part_digests.append(digest)
+                part_flags.append(flag)
+        if group == last:
+            del split[index]
+        return parts[group - first]
 
     def close(self) -> None:
         """Delete the scratch file and its folder."""

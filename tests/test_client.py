@@ -25,7 +25,11 @@ from target_pinterest_audiences.errors import (
     PinterestAPIError,
     RetriesExhaustedError,
 )
-from target_pinterest_audiences.rate_limits import MAX_REQUESTS_PER_MINUTE, UNIVERSAL_PER_SECOND
+from target_pinterest_audiences.rate_limits import (
+    MAX_REQUESTS_PER_MINUTE,
+    UNIVERSAL_CEILING_PER_SECOND,
+    UNIVERSAL_PER_SECOND,
+)
 from target_pinterest_audiences.tokens import OAuthApp, TokenProvider
 
 from support import AD_ACCOUNT, CLIENT_ID, CLIENT_SECRET, REFRESH_TOKEN, TOKEN
@@ -57,6 +61,7 @@ def make_client(
         sleep=sleeps,
         read_pacer=Pacer(None, sleep=sleeps),
         write_pacer=Pacer(None, sleep=sleeps),
+        universal_pacer=Pacer(None, sleep=sleeps),
     )
     return client, sleeps
 
@@ -266,38 +271,64 @@ def test_the_universal_limit_spaces_reads_and_writes_together_evenly() -> None:
         assert times[first + UNIVERSAL_PER_SECOND] - times[first] >= 1 - 1e-9
 
 
-def test_a_raised_write_ceiling_never_bursts_past_the_universal_limit(emulator: Emulator) -> None:
-    fake = FakeClock()
-    tokens = TokenProvider(token_url=f"{emulator.url}/oauth/token", access_token=TOKEN, app=None)
-    stamps: list[float] = []
-    universal = Pacer(
-        UNIVERSAL_PER_SECOND * 60, burst_speedup=1.0, clock=fake.clock, sleep=fake.sleep
-    )
-    original = universal.acquire
+def recording(pacer: Pacer, name: str, events: list[tuple[str, float]], fake: FakeClock) -> Pacer:
+    """``pacer``, noting (name, time) each time a request passes it."""
+    original = pacer.acquire
 
     def acquire(budget: float = math.inf) -> float:
         waited = original(budget)
-        stamps.append(fake.now)
+        events.append((name, fake.now))
         return waited
 
-    universal.acquire = acquire  # type: ignore[method-assign]
+    pacer.acquire = acquire  # type: ignore[method-assign]
+    return pacer
+
+
+def test_a_raised_write_ceiling_never_bursts_past_the_universal_limit(emulator: Emulator) -> None:
+    fake = FakeClock()
+    tokens = TokenProvider(token_url=f"{emulator.url}/oauth/token", access_token=TOKEN, app=None)
+    events: list[tuple[str, float]] = []
+
+    def pacer(per_minute: float, name: str, **options: float) -> Pacer:
+        made = Pacer(per_minute, clock=fake.clock, sleep=fake.sleep, **options)
+        return recording(made, name, events, fake)
+
     client = PinterestClient(
         emulator.url,
         tokens,
-        write_pacer=Pacer(MAX_REQUESTS_PER_MINUTE, clock=fake.clock, sleep=fake.sleep),
-        read_pacer=Pacer(MAX_REQUESTS_PER_MINUTE, clock=fake.clock, sleep=fake.sleep),
-        universal_pacer=universal,
+        write_pacer=pacer(MAX_REQUESTS_PER_MINUTE, "category"),
+        read_pacer=pacer(MAX_REQUESTS_PER_MINUTE, "category"),
+        universal_pacer=pacer(UNIVERSAL_CEILING_PER_SECOND * 60, "universal", burst_speedup=1),
     )
 
-    for _ in range(5):
+    for number in range(5):
         client.get(LISTS)  # reads and writes share the limit
-        body = {"name": f"list {len(stamps)}", "records": "a" * 64, "list_type": "EMAIL"}
+        body = {"name": f"list {number}", "records": "a" * 64, "list_type": "EMAIL"}
         client.request("POST", LISTS, body=body, idempotent=False)
 
+    # Every request passes its category's pacer, then the universal one.
+    assert [name for name, _ in events] == ["category", "universal"] * 10
     # Each category alone would allow four times its average rate (400 per second here).
-    gaps = [later - earlier for earlier, later in itertools.pairwise(stamps)]
-    assert len(stamps) == 10
-    assert min(gaps) >= 1 / UNIVERSAL_PER_SECOND - 1e-9
+    sent = [when for name, when in events if name == "universal"]
+    gaps = [later - earlier for earlier, later in itertools.pairwise(sent)]
+    assert min(gaps) >= 1 / UNIVERSAL_CEILING_PER_SECOND - 1e-9
+
+
+def test_by_default_every_request_is_spaced_for_the_universal_limit(emulator: Emulator) -> None:
+    tokens = TokenProvider(token_url=f"{emulator.url}/oauth/token", access_token=TOKEN, app=None)
+    sleeps = Sleeps()  # the client's sleep: asked for, not slept
+    client = PinterestClient(emulator.url, tokens, sleep=sleeps)  # no pacer given
+    requests = 30
+
+    started = time.monotonic()
+    for _ in range(requests):
+        client.get(LISTS)
+    elapsed = time.monotonic() - started
+
+    # Nothing slept, so the last request was asked to wait for the 29 turns before it,
+    # less the time the requests themselves took.
+    least = (requests - 1) / UNIVERSAL_CEILING_PER_SECOND - elapsed
+    assert least <= 0 or max(sleeps.calls) >= least - 1e-3
 
 
 def test_pacer_below_one_request_per_minute_spaces_them_out() -> None:
