@@ -200,6 +200,7 @@ class MirrorSync:
                     self._send_kept(plan, uploader)
                 else:
                     self._merge(plan, uploader)
+                uploader.send_now(plan.audience)  # its last requests go while the next merges
             uploader.flush()
             self._report_plans(plans, applied=True)
         else:

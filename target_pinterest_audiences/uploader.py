@@ -183,6 +183,17 @@ class Uploader:
         while len(removes) >= self._records_per_request:
             self._dispatch(state, REMOVE)
 
+    def send_now(self, audience: str) -> None:
+        """Send what is pending for ``audience``, partial requests too, without waiting.
+
+        For a caller that knows no more changes for the audience are coming (mirror mode,
+        after merging it): its requests then overlap the work on the next audiences
+        instead of all leaving at :meth:`flush`.
+        """
+        state = self._audiences.get(audience)
+        if state is not None:
+            self._dispatch_all(state)
+
     def flush(self) -> None:
         """Send everything pending, wait for every request, raise if any failed."""
         for state in list(self._audiences.values()):

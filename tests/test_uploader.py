@@ -352,6 +352,22 @@ def test_a_full_request_leaves_at_once_and_the_rest_at_flush(
     assert (audience(report, "a").requests, audience(report, "a").added) == (3, 7)
 
 
+def test_send_now_sends_one_audiences_partial_requests_at_once(
+    uploaders: Uploaders, report: RunReport
+) -> None:
+    uploader = uploaders.make(None, records_per_request=3)  # dry run: counted when dispatched
+    uploader.change("a", [h(str(n)) for n in range(4)], True)
+    uploader.change("b", [h(str(n)) for n in range(2)], True)
+
+    uploader.send_now("a")
+    uploader.send_now("never-seen")  # nothing pending: nothing to do
+
+    assert (audience(report, "a").requests, audience(report, "a").added) == (2, 4)
+    assert (audience(report, "b").requests, audience(report, "b").added) == (0, 0)  # waits
+    uploader.flush()
+    assert (audience(report, "b").requests, audience(report, "b").added) == (1, 2)
+
+
 # Ordering ----------------------------------------------------------------------------------
 
 
