@@ -33,7 +33,8 @@ class TargetSettings:
     """The settings the benchmark gives the target on top of its defaults."""
 
     # Zero-latency runs measure the target's own cost: the ceilings at their maximum (the
-    # universal 100 per second) against an emulator with its limits lifted. Latency mode
+    # universal 100 per second; every request still keeps the target's universal pace, 90
+    # per second) against an emulator with its limits lifted. Latency mode
     # keeps the target's defaults (None) against Pinterest's limits.
     max_write_requests_per_minute: float | None = 6000.0
     max_read_requests_per_minute: float | None = 6000.0
