@@ -69,9 +69,15 @@ def test_a_folder_is_removed_when_the_interpreter_exits_without_close(tmp_path: 
         "from pathlib import Path\n"
         "from target_pinterest_audiences.scratch import ScratchDirectory\n"
         f"keep = ScratchDirectory({PREFIX!r}, Path({str(tmp_path)!r}))\n"
+        "print(keep.path, flush=True)\n"
         "sys.exit(1)  # e.g. a start-up failure after the folder was made\n"
     )
-    subprocess.run([sys.executable, "-c", code], check=False)
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert done.returncode == 1, done.stderr  # the exit, not a failure before it
+    assert "Traceback" not in done.stderr
+    folder = Path(done.stdout.strip())
+    assert folder.parent == tmp_path  # it was made, there
+    assert not folder.exists()
     assert list(tmp_path.iterdir()) == []
 
 
