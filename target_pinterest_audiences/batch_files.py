@@ -31,12 +31,10 @@ from urllib.parse import urlsplit, urlunsplit
 from urllib.request import url2pathname
 
 import fsspec
-import msgspec
 
 from target_pinterest_audiences.errors import InputError
-from target_pinterest_audiences.reader import decode_tolerantly, depth_problem
+from target_pinterest_audiences.reader import UnreadableLineError, decode_line
 
-_decoder = msgspec.json.Decoder()
 _GZIP_MAGIC = b"\x1f\x8b"
 SUPPORTED_FORMATS = ("jsonl",)
 
@@ -138,19 +136,11 @@ def _starts_with_gzip_magic(raw: IO[bytes]) -> bool:
 
 
 def _record(line: bytes, where: str) -> dict[str, Any]:
-    """Decode one file line, tolerating what Python writes (NaN, huge numbers)."""
+    """Decode one file line as the reader decodes standard input's (NaN, huge numbers)."""
     try:
-        try:
-            record = _decoder.decode(line)
-        except msgspec.DecodeError as exc:
-            try:
-                record = decode_tolerantly(line.decode("utf-8"))
-            except ValueError:
-                raise BatchFileError(f"{where} is not valid JSON ({exc}); stopping") from None
-    except RecursionError:
-        raise BatchFileError(depth_problem(where)) from None
-    except UnicodeDecodeError:
-        raise BatchFileError(f"{where} is not valid UTF-8; stopping") from None
+        record = decode_line(line, where)
+    except UnreadableLineError as exc:
+        raise BatchFileError(str(exc)) from None
     if not isinstance(record, dict):
         raise BatchFileError(f"{where} is not a JSON object (one record per line); stopping")
     return record

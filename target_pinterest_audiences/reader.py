@@ -56,6 +56,38 @@ def depth_problem(where: str) -> str:
     )
 
 
+class UnreadableLineError(ValueError):
+    """A JSON line that cannot be read even tolerantly; the message names it, not its content."""
+
+
+def decode_line(line: str | bytes, where: str) -> Any:
+    """Decode one JSON line: msgspec first, then the tolerant reading (NaN, huge numbers).
+
+    For standard input's lines and for the lines of BATCH files alike. Raises
+    :class:`UnreadableLineError` naming ``where`` for a line that is not JSON, not UTF-8,
+    nested too deeply, or too large to hold.
+    """
+    try:
+        try:
+            return _decoder.decode(line)
+        except msgspec.DecodeError as exc:
+            first_error = exc
+        try:
+            text = line.decode("utf-8") if isinstance(line, bytes) else line
+            return decode_tolerantly(text)
+        except ValueError:  # UnicodeDecodeError too: msgspec's message is more precise
+            msg = f"{where} is not valid JSON ({first_error}); stopping"
+            raise UnreadableLineError(msg) from None
+    except UnicodeDecodeError:
+        msg = f"{where} is not valid UTF-8; Singer messages are UTF-8 JSON; stopping"
+        raise UnreadableLineError(msg) from None
+    except RecursionError:
+        raise UnreadableLineError(depth_problem(where)) from None
+    except MemoryError:
+        msg = f"{where} is too large to read ({len(line):,} bytes); stopping"
+        raise UnreadableLineError(msg) from None
+
+
 class NumberedSingerReader(MsgSpecReader):
     """A msgspec reader that knows which input line it is on.
 
@@ -91,34 +123,18 @@ class NumberedSingerReader(MsgSpecReader):
         Returns None for a blank line. Raises :class:`InputError` naming the line number
         (never its content) for anything that still cannot be read.
         """
-        where = f"input line {self.line_number}"
+        if self.line_number == 1:  # a byte-order mark some Windows tools write
+            line = (
+                line.removeprefix(_UTF8_BOM)
+                if isinstance(line, bytes)
+                else line.removeprefix("\ufeff")
+            )
+        if not line.strip():
+            return None
         try:
-            if self.line_number == 1:  # a byte-order mark some Windows tools write
-                line = (
-                    line.removeprefix(_UTF8_BOM)
-                    if isinstance(line, bytes)
-                    else line.removeprefix("\ufeff")
-                )
-            if not line.strip():
-                return None
-            try:
-                return _decoder.decode(line)
-            except msgspec.DecodeError as exc:
-                first_error = exc
-            try:
-                text = line.decode("utf-8") if isinstance(line, bytes) else line
-                return decode_tolerantly(text)
-            except ValueError:  # UnicodeDecodeError too: msgspec's message is more precise
-                msg = f"{where} is not valid JSON ({first_error}); stopping"
-                raise InputError(msg) from None
-        except UnicodeDecodeError:
-            msg = f"{where} is not valid UTF-8; Singer messages are UTF-8 JSON; stopping"
-            raise InputError(msg) from None
-        except RecursionError:
-            raise InputError(depth_problem(where)) from None
-        except MemoryError:
-            msg = f"{where} is too large to read ({len(line):,} bytes); stopping"
-            raise InputError(msg) from None
+            return decode_line(line, f"input line {self.line_number}")
+        except UnreadableLineError as exc:
+            raise InputError(str(exc)) from None
 
     def assert_line_requires(self, line_dict: dict[str, Any], requires: set[str]) -> None:  # type: ignore[override]
         """Check required keys; the error lists the missing keys, never the values."""

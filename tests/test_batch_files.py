@@ -24,6 +24,7 @@ from singer_sdk.contrib.batch_encoder_jsonl import JSONLinesBatcher
 from singer_sdk.helpers._batch import BaseBatchFileEncoding, BatchConfig, SDKBatchMessage
 from singer_sdk.singerlib.json import serialize_json
 
+from target_pinterest_audiences import reader as reader_module
 from target_pinterest_audiences.batch_files import BatchFileError, BatchFiles, display_url
 from target_pinterest_audiences.emulator import Emulator
 
@@ -415,6 +416,23 @@ def test_values_python_writes_are_read(tmp_path: Path) -> None:
     url = write_lines(tmp_path / "a.jsonl", ['{"email": "a@example.com", "x": NaN, "y": 1e999}'])
     (item,) = list(files(tmp_path, url))
     assert item["y"] == float("inf")
+
+
+def test_a_file_line_too_large_for_memory_names_the_line(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    class OutOfMemory:
+        """msgspec's decoder as it behaves when a line does not fit in memory."""
+
+        def decode(self, line: bytes | str) -> Any:
+            if b"huge" in (line if isinstance(line, bytes) else line.encode()):
+                raise MemoryError
+            return json.loads(line)
+
+    monkeypatch.setattr(reader_module, "_decoder", OutOfMemory())
+    url = write_lines(tmp_path / "big.jsonl", ['{"email": "a@example.com"}', '{"x": "huge"}'])
+    with pytest.raises(BatchFileError, match=r"big\.jsonl line 2 is too large to read"):
+        list(files(tmp_path, url))
 
 
 def test_an_empty_manifest_has_no_records(tmp_path: Path) -> None:
