@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import difflib
 import importlib.util
-import ipaddress
 import json
 import re
 from collections.abc import Callable, Iterable
@@ -466,13 +465,8 @@ def api_url_problem(url: str) -> str | None:
     if parts.scheme == "https" and host:
         return None
     if parts.scheme == "http" and host:
-        if host == "localhost":
+        if rate_limits.is_loopback_url(url):
             return None
-        try:
-            if ipaddress.ip_address(host).is_loopback:
-                return None
-        except ValueError:
-            pass
         return (
             "uses plain http:// for a non-loopback host; use https:// (tokens would be "
             "sent in clear text)"

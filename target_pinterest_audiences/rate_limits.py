@@ -98,7 +98,7 @@ def ceilings_from_config(config: Mapping[str, Any]) -> RequestCeilings:
         reads = DEFAULT_READ_REQUESTS_PER_MINUTE
     writes = min(float(writes), MAX_REQUESTS_PER_MINUTE)
     reads = float(reads)
-    if _is_loopback(config.get("api_url")):
+    if is_loopback_url(config.get("api_url")):
         # The bundled emulator (or a test double): its limits are whatever it was given.
         return RequestCeilings(writes, reads, tuple(warnings))
     for setting, value, limit, category in (
@@ -114,7 +114,10 @@ def ceilings_from_config(config: Mapping[str, Any]) -> RequestCeilings:
     return RequestCeilings(writes, reads, tuple(warnings))
 
 
-def _is_loopback(url: object) -> bool:
+def is_loopback_url(url: object) -> bool:
+    """Whether ``url`` names this machine (``localhost`` or a loopback address): the
+    bundled emulator or a test double, whose limits are not Pinterest's and to which plain
+    http carries no token over a network."""
     host = urlsplit(url).hostname if isinstance(url, str) else None
     if host is None:
         return False
