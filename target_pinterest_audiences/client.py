@@ -35,6 +35,7 @@ from target_pinterest_audiences.errors import (
     PermissionDeniedError,
     PinterestAPIError,
     RetriesExhaustedError,
+    UnreachableError,
 )
 from target_pinterest_audiences.rate_limits import UNIVERSAL_CEILING_PER_SECOND
 from target_pinterest_audiences.tokens import TokenProvider
@@ -281,7 +282,7 @@ class PinterestClient:
                 f"GET {path}: could not reach Pinterest at {self.api_url} ({failure}): check "
                 "api_url and the network (DNS, proxy, firewall, TLS certificates)"
             )
-            raise RetriesExhaustedError(msg) from exc
+            raise UnreachableError(msg) from exc
         response.close()
         return response.status_code
 

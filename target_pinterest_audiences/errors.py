@@ -48,6 +48,10 @@ class RetriesExhaustedError(PinterestAPIError):
     """A retryable failure (429, 5xx, network) outlasted the retry budget."""
 
 
+class UnreachableError(PinterestAPIError):
+    """The API did not answer at all (refused, DNS, TLS, timeout) to a request not retried."""
+
+
 class AmbiguousOutcomeError(PinterestAPIError):
     """A non-idempotent request may or may not have been applied (connection lost).
 

@@ -24,6 +24,7 @@ from target_pinterest_audiences.errors import (
     PermissionDeniedError,
     PinterestAPIError,
     RetriesExhaustedError,
+    UnreachableError,
 )
 from target_pinterest_audiences.rate_limits import (
     MAX_REQUESTS_PER_MINUTE,
@@ -454,6 +455,21 @@ def test_slowed_pacing_after_429s_counts_toward_the_retry_budget(emulator: Emula
     assert sum(fake.slept) <= 10
     assert "Pinterest keeps rate limiting" in str(raised.value)
     assert "max_write_requests_per_minute" in str(raised.value)
+
+
+def test_a_check_without_credentials_that_cannot_connect_says_so_without_retrying() -> None:
+    tokens = TokenProvider(
+        token_url="http://127.0.0.1:9/v5/oauth/token", access_token=TOKEN, app=None
+    )
+    sleeps = Sleeps()
+    client = PinterestClient("http://127.0.0.1:9/v5", tokens, sleep=sleeps)
+
+    with pytest.raises(UnreachableError) as raised:  # not "retries exhausted": none were made
+        client.status_without_credentials(f"/ad_accounts/{AD_ACCOUNT}")
+
+    assert not isinstance(raised.value, RetriesExhaustedError)
+    assert "could not reach Pinterest at http://127.0.0.1:9/v5" in str(raised.value)
+    assert sleeps.calls == []
 
 
 def test_an_unreachable_api_is_reported_as_a_connection_problem_not_rate_limiting() -> None:
