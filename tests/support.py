@@ -5,9 +5,12 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import queue
+import re
 import shutil
 import subprocess
 import sys
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -148,3 +151,32 @@ def assert_contract_kept(emulator: Emulator) -> None:
     assert counters["non_sha256_records"] == 0
     assert counters["response_validation_errors"] == 0
     assert counters["requests_with_ignored_query_parameters"] == 0
+
+
+class StderrLines:
+    """A running target's stderr, read line by line on a thread, to wait for a log line."""
+
+    def __init__(self, process: subprocess.Popen[str]) -> None:
+        self._lines: queue.Queue[str] = queue.Queue()
+        self.seen: list[str] = []
+        self._thread = threading.Thread(target=self._read, args=(process,))
+        self._thread.start()
+
+    def _read(self, process: subprocess.Popen[str]) -> None:
+        for line in process.stderr or []:
+            self._lines.put(line)
+
+    def wait_for(self, pattern: str, timeout: float = 30) -> str:
+        """The first line (from here on) matching the regular expression ``pattern``."""
+        while True:
+            line = self._lines.get(timeout=timeout)
+            self.seen.append(line)
+            if re.search(pattern, line):
+                return line
+
+    def all(self, timeout: float = 30) -> str:
+        """Everything the process wrote to stderr, once it has closed it (exited)."""
+        self._thread.join(timeout=timeout)
+        while not self._lines.empty():
+            self.seen.append(self._lines.get_nowait())
+        return "".join(self.seen)

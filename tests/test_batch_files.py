@@ -11,10 +11,8 @@ from __future__ import annotations
 import gzip
 import json
 import os
-import queue
 import signal
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +28,7 @@ from target_pinterest_audiences.emulator import Emulator
 
 from support import (
     TOKEN,
+    StderrLines,
     assert_contract_kept,
     emulator_config,
     members_by_name,
@@ -312,14 +311,7 @@ def test_sigterm_during_a_long_batch_stops_between_its_records(
         text=True,
     )
     assert process.stdin is not None
-    stderr_lines: queue.Queue[str] = queue.Queue()
-
-    def read_stderr() -> None:
-        for line in process.stderr or []:
-            stderr_lines.put(line)
-
-    stderr_reader = threading.Thread(target=read_stderr)
-    stderr_reader.start()
+    stderr_lines = StderrLines(process)
     lines = [schema(STREAM, "email"), state({"bookmarks": {STREAM: "before"}})]
     process.stdin.write("".join(json.dumps(m) + "\n" for m in lines) + batch([str(fifo)]) + "\n")
     process.stdin.flush()
@@ -328,9 +320,7 @@ def test_sigterm_during_a_long_batch_stops_between_its_records(
         for user in users[:-1]:
             pipe.write(json.dumps({"email": user}) + "\n")
         pipe.flush()
-        seen = [stderr_lines.get(timeout=30)]
-        while f"Progress: {len(users) - 1} records read" not in seen[-1]:
-            seen.append(stderr_lines.get(timeout=30))
+        stderr_lines.wait_for(f"Progress: {len(users) - 1} records read")
         process.send_signal(signal.SIGTERM)
         # Nothing tells when the signal has arrived: give it time to, while the target waits
         # for the next record (a record sent first would leave it waiting for more).
@@ -338,11 +328,9 @@ def test_sigterm_during_a_long_batch_stops_between_its_records(
         pipe.write(json.dumps({"email": users[-1]}) + "\n")  # the record after the signal
         pipe.flush()
         process.wait(timeout=60)
-    stdout = process.communicate(timeout=30)[0]
-    stderr_reader.join(timeout=30)
-    while not stderr_lines.empty():
-        seen.append(stderr_lines.get_nowait())
-    stderr = "".join(seen)
+    assert process.stdout is not None
+    stdout = process.stdout.read()  # a few STATE lines: the pipe held them while it ran
+    stderr = stderr_lines.all()
 
     assert process.returncode == 0, stderr
     assert "Received signal 15: sending what was read, then stopping" in stderr

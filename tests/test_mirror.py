@@ -9,12 +9,10 @@ from __future__ import annotations
 
 import json
 import os
-import queue
 import re
 import signal
 import sqlite3
 import subprocess
-import threading
 import time
 from pathlib import Path
 from typing import Any
@@ -29,6 +27,7 @@ from support import (
     AD_ACCOUNT,
     TOKEN,
     Run,
+    StderrLines,
     assert_contract_kept,
     emulator_config,
     lists_by_name,
@@ -405,29 +404,17 @@ def test_the_snapshot_folder_is_removed_on_every_exit_path(
     )
     assert process.stdin is not None
     assert process.stderr is not None
-    stderr_lines: queue.Queue[str] = queue.Queue()
-
-    def read_stderr() -> None:
-        for line in process.stderr or []:
-            stderr_lines.put(line)
-
-    stderr_reader = threading.Thread(target=read_stderr)
-    stderr_reader.start()
+    stderr_lines = StderrLines(process)
     process.stdin.write("".join(json.dumps(m) + "\n" for m in snapshot("segments", members)[:5]))
     process.stdin.flush()
     wait_for_snapshot_folder(temp)  # the folder exists while the run reads
     # Signal once records were read: a signal that lands before the SCHEMA line stops a run
     # that no mirror stream joined yet, which rightly exits 0.
-    seen = [stderr_lines.get(timeout=30)]
-    while not re.search(r"Progress: [1-9]\d* records read", seen[-1]):
-        seen.append(stderr_lines.get(timeout=30))
+    stderr_lines.wait_for(r"Progress: [1-9]\d* records read")
     process.send_signal(signal.SIGTERM)
     process.wait(timeout=30)  # stdin stays open, as with a tap still running
     process.stdin.close()
-    stderr_reader.join(timeout=30)  # it ends at the end of stderr
-    while not stderr_lines.empty():
-        seen.append(stderr_lines.get_nowait())
-    outcomes["SIGTERM"] = Run(process.returncode, "", "".join(seen))
+    outcomes["SIGTERM"] = Run(process.returncode, "", stderr_lines.all())
 
     assert [run.returncode for run in outcomes.values()] == [0, 1, 1, 1, 1], {
         name: run.stderr[-500:] for name, run in outcomes.items()
