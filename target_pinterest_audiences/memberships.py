@@ -215,12 +215,20 @@ def audience_changes(stream_name: str, record: dict[str, object]) -> list[tuple[
 
 def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
     """Apply the whole contract to one record (Segment payloads are rewritten first)."""
-    extra_rejected: list[str] = []
-    if not segment.SEGMENT_KEYS.isdisjoint(record) and segment.is_segment_payload(record):
+    if segment.SEGMENT_KEYS.isdisjoint(record):
+        common = _common_record(record)
+        if common is not None:
+            return common
+    elif segment.is_segment_payload(record):
         record, extra_rejected = segment.to_contract(record)
+        membership = _read_contract(stream_name, record)
+        membership.rejected += extra_rejected
+        return membership
+    return _read_contract(stream_name, record)
+
+
+def _read_contract(stream_name: str, record: dict[str, object]) -> Membership:
     hashes, rejected = hash_identifiers(record)
-    if extra_rejected:
-        rejected += extra_rejected
     changes = audience_changes(stream_name, record)
     if isinstance(changes, str):
         return Membership([], [], rejected, changes, record)
@@ -228,3 +236,31 @@ def read_membership(stream_name: str, record: dict[str, object]) -> Membership:
         # Keep the changes: the skip is reported against the audiences it would have hit.
         return Membership([], changes, rejected, NO_VALID_IDENTIFIER, record)
     return Membership(hashes, changes, rejected, None, record)
+
+
+def _common_record(record: dict[str, object]) -> Membership | None:
+    """The most common record, read in one step: explicit form, one valid email, a known
+    audience. None for anything else, which takes the whole contract (:func:`_read_contract`,
+    which gives the same answer for these records, a few calls slower per record).
+    """
+    get = record.get
+    key = get(AUDIENCE_KEY)
+    if key.__class__ is not str or get(_DEVICE_ID) is not None:
+        return None
+    if get(_OTHER_DEVICE_ID) is not None:
+        return None
+    member = get(IN_AUDIENCE)
+    if member is None:
+        member = True
+    elif member is not True and member is not False:
+        return None
+    changes = _EXPLICIT_CHANGES.get((key, member))
+    if changes is None:  # an audience key not seen and checked yet
+        return None
+    email = get(_EMAIL)
+    if email is None:
+        return None
+    digest = hash_email(email)
+    if not isinstance(digest, str):
+        return None  # rejected: the contract counts why
+    return Membership([digest], changes, [], None, record)

@@ -7,6 +7,7 @@ from typing import Any
 
 import pytest
 
+from target_pinterest_audiences import memberships as memberships_module
 from target_pinterest_audiences.memberships import (
     AUDIENCE_KEY_CONTROL_CHARACTERS,
     AUDIENCE_KEY_EMPTY,
@@ -331,3 +332,58 @@ def test_read_membership_does_not_mutate_record() -> None:
     snapshot = dict(record)
     read_membership(STREAM, record)
     assert record == snapshot
+
+
+# The common record's one-step reading gives what the whole contract gives --------------
+
+_HEX = hashlib.sha256(b"pre-hashed").hexdigest()
+_COMMON_CASES = [
+    {"email": "Ann@Example.com", "audience_key": "vip"},
+    {"email": " ann@example.com ", "audience_key": "vip", "in_audience": False},
+    {"email": "ann@example.com", "audience_key": "vip", "in_audience": None},
+    {"email": "ann@example.com", "audience_key": "vip", "in_audience": "yes"},
+    {"email": "ann@example.com", "audience_key": " vip "},
+    {"email": "ann@example.com", "audience_key": ""},
+    {"email": "ann@example.com", "audience_key": None},
+    {"email": "ann@example.com", "audience_key": 7},
+    {"email": "ann@example.com", "audience_key": "x" * 300},
+    {"email": "ann@example.com", "audience_key": "tab\there"},
+    {"email": "not an email", "audience_key": "vip"},
+    {"email": "", "audience_key": "vip"},
+    {"email": 42, "audience_key": "vip"},
+    {"email": None, "audience_key": "vip"},
+    {"audience_key": "vip"},
+    {"email": _HEX.upper(), "audience_key": "vip"},
+    {
+        "email": "ann@example.com",
+        "ios_idfa": "00000000-0000-0000-0000-000000000000",
+        "audience_key": "vip",
+    },
+    {"email": "ann@example.com", "android_id": "not-an-id", "audience_key": "vip"},
+    {"email": "ann@example.com", "in_audience": True},
+    {"email": "ann@example.com", "audience_key": "vip", "order_completed": True},
+    {"email": "ann@example.com", "audience_key": "vip", "traits": {"email": "b@example.com"}},
+    {"type": "identify", "traits": {"email": "seg@example.com"}, "audience_key": "vip"},
+]
+
+
+@pytest.mark.parametrize("record", _COMMON_CASES)
+def test_the_one_step_reading_agrees_with_the_whole_contract(
+    record: dict[str, Any], monkeypatch: pytest.MonkeyPatch
+) -> None:
+    for _ in range(2):  # the second time, audience keys seen before are known
+        fast = read_membership("members", dict(record))
+        with monkeypatch.context() as patched:
+            patched.setattr(memberships_module, "_common_record", lambda record: None)
+            whole = read_membership("members", dict(record))
+        assert fast == whole
+        assert fast.fields == whole.fields
+
+
+def test_the_one_step_reading_serves_the_common_record_once_its_audience_is_known() -> None:
+    record: dict[str, object] = {"email": "Ann@Example.com", "audience_key": "one-step"}
+    read_membership("members", record)  # the whole contract checks and remembers the key
+    common = memberships_module._common_record(record)
+    assert common == read_membership("members", record)
+    assert common is not None
+    assert common.hashes == [sha("ann@example.com")]
