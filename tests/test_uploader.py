@@ -12,6 +12,7 @@ thread, so a request wrongly let through would have reached the fake first.
 
 from __future__ import annotations
 
+import sys
 import threading
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -366,6 +367,16 @@ def test_send_now_sends_one_audiences_partial_requests_at_once(
     assert (audience(report, "b").requests, audience(report, "b").added) == (0, 0)  # waits
     uploader.flush()
     assert (audience(report, "b").requests, audience(report, "b").added) == (1, 2)
+
+
+def test_a_drained_pending_set_gives_its_memory_back(uploaders: Uploaders) -> None:
+    uploader = uploaders.make(None, records_per_request=1900)  # dry run: nothing waits
+    uploader.change("a", [h(str(n)) for n in range(12_000)], True)  # a mirror hand-over
+    uploader.flush()
+
+    pending = uploader._audiences["a"].pending[ADD]  # white box: the set itself
+    assert not pending
+    assert sys.getsizeof(pending) < 1_000  # not the ~0.5 MB table of 12,000 entries
 
 
 # Ordering ----------------------------------------------------------------------------------
