@@ -61,8 +61,6 @@ MAX_INDIVIDUAL_REJECTIONS = 20
 
 Acknowledged = Callable[[str, str, Operation, list[str]], None]
 """Callback(audience, list_id, operation, hashes) run after Pinterest acknowledged them."""
-Sending = Callable[[str, Operation, list[str]], None]
-"""Callback(audience, operation, hashes) run just before a request carrying them is sent."""
 
 
 @dataclass(eq=False)  # compared and hashed by identity: tasks live in sets
@@ -107,7 +105,6 @@ class Uploader:
         create_audiences: bool = True,
         max_pending_identifiers: int = 1_000_000,
         on_acknowledged: Acknowledged | None = None,
-        on_sending: Sending | None = None,
     ) -> None:
         """``lists=None`` is a dry run: everything is counted, nothing is sent."""
         self._lists = lists
@@ -116,7 +113,6 @@ class Uploader:
         self._create_audiences = create_audiences
         self._max_pending = max_pending_identifiers
         self._on_acknowledged = on_acknowledged
-        self._on_sending = on_sending
         self._audiences: dict[str, _AudienceState] = {}
         self._pending_total = 0
         # Reentrant: a SIGTERM handler runs on the main thread and may flush while the
@@ -398,8 +394,6 @@ class Uploader:
 
     def _write(self, task: _Task) -> None:
         state = task.state
-        if self._on_sending is not None:
-            self._on_sending(state.name, task.operation, task.records)
         creating = state.list_id is None
         self._write_splitting(task, task.records)
         if creating and state.list_id is not None and self._create_audiences:

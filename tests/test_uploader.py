@@ -34,7 +34,6 @@ from target_pinterest_audiences.uploader import (
     MAX_INDIVIDUAL_REJECTIONS,
     REMOVE,
     Acknowledged,
-    Sending,
     Uploader,
 )
 
@@ -262,7 +261,6 @@ class Uploaders:
         create_audiences: bool = True,
         max_pending_identifiers: int = 1_000_000,
         on_acknowledged: Acknowledged | None = None,
-        on_sending: Sending | None = None,
     ) -> Uploader:
         uploader = Uploader(
             # The fake has CustomerLists' interface without an HTTP client underneath.
@@ -273,7 +271,6 @@ class Uploaders:
             create_audiences=create_audiences,
             max_pending_identifiers=max_pending_identifiers,
             on_acknowledged=on_acknowledged,
-            on_sending=on_sending,
         )
         self._built.append((uploader, fake))
         return uploader
@@ -721,16 +718,13 @@ def test_the_memory_bound_sends_real_requests(uploaders: Uploaders) -> None:
 # Callbacks ---------------------------------------------------------------------------------
 
 
-def test_sending_is_announced_before_the_request_and_acknowledged_only_after_2xx(
-    uploaders: Uploaders,
-) -> None:
+def test_a_request_is_acknowledged_only_after_2xx(uploaders: Uploaders) -> None:
     fake = FakeLists({"b": ["list-b"]}, {"list-b": "audience-b"})
     fake.refuse(carrying(H3, PinterestAPIError("invalid", status=400)))
     uploader = uploaders.make(
         fake,
         records_per_request=3,
         max_parallel_requests=1,
-        on_sending=lambda a, o, hashes: fake.note(Event("sending", a, o, frozenset(hashes))),
         on_acknowledged=lambda a, list_id, o, hashes: fake.note(
             Event("acknowledged", a, o, frozenset(hashes), list_id)
         ),
@@ -744,35 +738,28 @@ def test_sending_is_announced_before_the_request_and_acknowledged_only_after_2xx
     a = [e for e in fake.timeline if e.list_name == "a"]
     both = frozenset({H1, H2})
     assert a == [
-        Event("sending", "a", ADD, both),
         Event("enter", "a", ADD, both),
         Event("exit", "a", ADD, both, list_a),
         Event("acknowledged", "a", ADD, both, list_a),
     ]
     b = [e for e in fake.timeline if e.list_name == "b"]
-    assert b[0] == Event("sending", "b", ADD, frozenset({H1, H2, H3}))
-    assert [e.phase for e in b].count("sending") == 1
+    assert b[0] == Event("enter", "b", ADD, frozenset({H1, H2, H3}))
     acknowledged = [(i, e) for i, e in enumerate(b) if e.phase == "acknowledged"]
     for index, event in acknowledged:
         assert b[index - 1] == Event("exit", "b", ADD, event.records, "list-b")
     assert frozenset().union(*(e.records for _, e in acknowledged)) == both
 
 
-def test_a_refused_request_is_announced_and_never_acknowledged(
-    uploaders: Uploaders,
-) -> None:
+def test_a_refused_request_is_never_acknowledged(uploaders: Uploaders) -> None:
     fake = existing("a")
     fake.refuse(lambda call: PermissionDeniedError("denied", status=403))
-    phases: list[str] = []
-    uploader = uploaders.make(
-        fake,
-        on_sending=lambda *_: phases.append("sending"),
-        on_acknowledged=lambda *_: phases.append("acknowledged"),
-    )
+    acknowledged: list[str] = []
+    uploader = uploaders.make(fake, on_acknowledged=lambda *_: acknowledged.append("ack"))
     uploader.change("a", [H1, H2], True)
     with pytest.raises(SyncFailedError):
         uploader.flush()
-    assert phases == ["sending"]
+    assert fake.history(H1) != []  # the request reached Pinterest and was refused
+    assert acknowledged == []
 
 
 # Dry run -----------------------------------------------------------------------------------
@@ -785,7 +772,6 @@ def test_a_dry_run_counts_what_it_would_send_and_sends_nothing(
     uploader = uploaders.make(
         None,
         records_per_request=2,
-        on_sending=lambda *_: sent.append("sending"),
         on_acknowledged=lambda *_: sent.append("acknowledged"),
     )
     uploader.change("a", [H1, H2, H3], True)
