@@ -3,12 +3,19 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
 
-from target_pinterest_audiences.ledger import Ledger, MemberRange, PostgresLedger, SQLiteLedger
+from target_pinterest_audiences.ledger import (
+    PAGE_BYTES,
+    Ledger,
+    MemberRange,
+    PostgresLedger,
+    SQLiteLedger,
+)
 from target_pinterest_audiences.mirror import Difference, diff
 
 ACCOUNT = "549755885175"
@@ -106,6 +113,38 @@ def test_rows_persist_across_connections(tmp_path: Path) -> None:
     assert rows(second, "vip") == {h(1): True}
     assert SQLiteLedger(path, "another-account").counts("vip") == (0, 0)
     second.close()
+
+
+def page_size(path: Path) -> int:
+    connection = sqlite3.connect(path)
+    try:
+        return int(connection.execute("PRAGMA page_size").fetchone()[0])
+    finally:
+        connection.close()
+
+
+def test_a_new_sqlite_ledger_has_large_pages(tmp_path: Path) -> None:
+    path = tmp_path / "ledger.sqlite3"
+    SQLiteLedger(path, ACCOUNT).close()
+    assert page_size(path) == PAGE_BYTES == 65_536
+
+
+def test_a_ledger_with_small_pages_keeps_them_and_works(tmp_path: Path) -> None:
+    # A ledger created by an earlier release (SQLite's default 4 KiB pages, WAL).
+    path = tmp_path / "ledger.sqlite3"
+    old = sqlite3.connect(path)
+    old.execute("PRAGMA page_size=4096")
+    old.execute("PRAGMA journal_mode=WAL")
+    old.execute("CREATE TABLE unrelated (x INTEGER)")
+    old.close()
+
+    first = SQLiteLedger(path, ACCOUNT)
+    first.confirm_added("vip", "111", [h(1), h(2)])
+    first.close()
+    second = SQLiteLedger(path, ACCOUNT)
+    assert rows(second, "vip") == {h(1): True, h(2): True}
+    second.close()
+    assert page_size(path) == 4096
 
 
 def test_the_postgres_ledger_persists_across_connections(fresh_postgres_url: str) -> None:
