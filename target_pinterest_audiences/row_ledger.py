@@ -154,7 +154,7 @@ class RowLedger:
 
     def commit_batch(
         self,
-        rows: Sequence[tuple[bytes, bytes]],
+        rows: Iterable[tuple[bytes, bytes]],
         deleted_rows: Sequence[bytes],
         counts: Sequence[tuple[int, bytes, int]],
         flips: Sequence[tuple[int, bytes, int, int]],
@@ -202,9 +202,11 @@ class RowLedger:
                 [(rows_, members, key) for key, (rows_, members) in list_deltas.items()],
             )
             if flips:
-                packed = b"".join(
-                    key.to_bytes(KEY_BYTES, "big") + digest for key, digest, _, _ in flips
-                )
+                # Appended, not joined: a join would first hold every pair as its own object.
+                packed = bytearray()
+                for key, digest, _, _ in flips:
+                    packed += key.to_bytes(KEY_BYTES, "big")
+                    packed += digest
                 cursor.execute(
                     sql("INSERT INTO ledger_pending_batches (ad_account_id, pairs) VALUES (?, ?)"),
                     (self.ledger.account, packed),

@@ -26,6 +26,7 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
 from typing import Protocol
 
 from target_pinterest_audiences.customer_lists import Operation
@@ -64,6 +65,16 @@ class Sender(Protocol):
         """Audience -> list id of every list written or found this run."""
 
 
+@dataclass(slots=True)
+class _Batch:
+    """Rows gathered since the last merge; a key's last record wins."""
+
+    rows: dict[bytes, bytes] = field(default_factory=dict)
+    """Row id -> the row's packed pairs now (empty if it holds nothing)."""
+    deleted: set[bytes] = field(default_factory=set)
+    """Row ids whose last record is a delete (rows deleted from an audience are counted)."""
+
+
 class UpsertSync:
     """Applies one run's keyed rows to the row ledger and sends what changes on Pinterest."""
 
@@ -79,8 +90,7 @@ class UpsertSync:
         self._report = report
         self._dry_run = dry_run
         self._batch_rows = batch_rows
-        self._batch: dict[bytes, tuple[bytes, bool]] = {}
-        """Row id -> the row's packed pairs now, and whether it was deleted."""
+        self._batch = _Batch()
         self._touched: set[int] = set()
         """List keys of the audiences this run's rows named, now or before."""
         self._uploader: Sender | None = None
@@ -117,8 +127,13 @@ class UpsertSync:
                 keys = [key_bytes.get(a) or self._new_key(a) for a in audiences]
                 digests = [bytes.fromhex(value) for value in hashes]
                 blob = b"".join(sorted({key + digest for key in keys for digest in digests}))
-        self._batch[row_id] = (blob, deleted)
-        if len(self._batch) >= self._batch_rows:
+        batch = self._batch
+        batch.rows[row_id] = blob
+        if deleted:
+            batch.deleted.add(row_id)
+        elif batch.deleted:
+            batch.deleted.discard(row_id)  # re-inserted after its delete
+        if len(batch.rows) >= self._batch_rows:
             self.apply()
 
     def _new_key(self, audience: str) -> bytes:
@@ -138,9 +153,9 @@ class UpsertSync:
         if not self._recovered:
             self._recovered = True
             self._recover()
-        if not self._batch:
+        if not self._batch.rows:
             return
-        batch, self._batch = self._batch, {}
+        batch, self._batch = self._batch, _Batch()
         additions, removals = self._merge(batch)
         try:
             self._send(additions, member=True)
@@ -149,27 +164,28 @@ class UpsertSync:
             raise
         self._send(removals, member=False)
 
-    def _merge(
-        self, batch: dict[bytes, tuple[bytes, bool]]
-    ) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
-        """Commit one batch; return the pairs whose wanted presence flipped, per list."""
+    def _merge(self, batch: _Batch) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
+        """Commit one batch; return the pairs whose wanted presence flipped, per list.
+
+        Kept lean (about 400 bytes per row with the batch itself): what the transaction
+        writes is generated from the batch, not copied into lists of tuples first.
+        """
+        rows = batch.rows
         # In key order: B-tree reads and writes then walk the tables' pages in order.
-        row_ids = sorted(batch)
+        row_ids = sorted(rows)
         stored = self.rows.stored_rows(row_ids)
         deltas: dict[bytes, int] = defaultdict(int)
         """Packed pair -> change of its live-row count."""
         list_rows: dict[bytes, int] = defaultdict(int)
-        rows_written: list[tuple[bytes, bytes]] = []
-        rows_emptied: list[bytes] = []
+        written: list[bytes] = []
+        """Row ids that hold something now, in key order."""
+        emptied: list[bytes] = []
         for row_id in row_ids:
-            new, deleted = batch[row_id]
+            new = rows[row_id]
             old = stored.get(row_id, b"")
             if new == old:
                 continue  # a replay, or an update that changes nothing we keep
-            if new:
-                rows_written.append((row_id, new))
-            else:
-                rows_emptied.append(row_id)
+            (written if new else emptied).append(row_id)
             if not old and len(new) == PAIR_BYTES:  # the common case: a new one-pair row
                 deltas[new] += 1
                 list_rows[new[:KEY_BYTES]] += 1
@@ -186,28 +202,32 @@ class UpsertSync:
                 list_rows[key] += 1
             for key in old_lists - new_lists:
                 list_rows[key] -= 1
-                if deleted:
+                if row_id in batch.deleted:
                     self._rows_deleted[key] += 1
+        del stored, row_ids
 
-        by_list: dict[bytes, list[tuple[bytes, int]]] = defaultdict(list)
-        for pair, delta in deltas.items():
-            if delta:
-                by_list[pair[:KEY_BYTES]].append((pair[KEY_BYTES:], delta))
         counts: list[tuple[int, bytes, int]] = []
         flips: list[tuple[int, bytes, int, int]] = []
         list_members: dict[bytes, int] = defaultdict(int)
         additions: dict[int, list[bytes]] = {}
         removals: dict[int, list[bytes]] = {}
-        for packed_key, found in sorted(by_list.items()):
+        # Sorted packed pairs are grouped by list (the key comes first), digests in order.
+        changed = sorted(pair for pair, delta in deltas.items() if delta)
+        start = 0
+        while start < len(changed):
+            packed_key = changed[start][:KEY_BYTES]
+            end = start
+            while end < len(changed) and changed[end].startswith(packed_key):
+                end += 1
             list_key = int.from_bytes(packed_key, "big")
             self._touched.add(list_key)
-            found.sort()
-            current = self.rows.live_states(list_key, [digest for digest, _ in found])
+            digests = [pair[KEY_BYTES:] for pair in changed[start:end]]
+            current = self.rows.live_states(list_key, digests)
             added = additions[list_key] = []
             removed = removals[list_key] = []
-            for digest, delta in found:
+            for pair, digest in zip(changed[start:end], digests, strict=True):
                 before, sent = current.get(digest, (0, ABSENT))
-                after = before + delta
+                after = before + deltas[pair]
                 if after < 0:  # only a damaged ledger could say so
                     after = 0
                 if before == after:
@@ -220,11 +240,15 @@ class UpsertSync:
                 flips.append((list_key, digest, after, CONTESTED if sent in OPEN else UNCERTAIN))
                 (added if after else removed).append(digest)
             list_members[packed_key] = len(added) - len(removed)
+            start = end
+        del changed, deltas
         list_deltas = {
             int.from_bytes(key, "big"): (list_rows.get(key, 0), list_members.get(key, 0))
             for key in set(list_rows) | set(list_members)
         }
-        self.rows.commit_batch(rows_written, rows_emptied, counts, flips, list_deltas)
+        self.rows.commit_batch(
+            ((row_id, rows[row_id]) for row_id in written), emptied, counts, flips, list_deltas
+        )
         return additions, removals
 
     # Sending -------------------------------------------------------------------------
@@ -365,9 +389,9 @@ class UpsertSync:
         next run sends them, and each identifier whose change is thereby left unsent is
         counted as failed: a failed run never reports fewer failures than it had.
         """
-        if not self._batch or self._dry_run:
+        if not self._batch.rows or self._dry_run:
             return
-        batch, self._batch = self._batch, {}
+        batch, self._batch = self._batch, _Batch()
         for changes in self._merge(batch):
             self._count_failed({key: len(digests) for key, digests in changes.items()})
 

@@ -276,6 +276,26 @@ def test_a_list_deleted_on_pinterest_gets_its_live_members_back(open_ledger: Led
     assert pinterest.members() == expect(vip=[*(f"u{n}" for n in range(5)), "new"])
 
 
+def test_a_keys_last_record_in_a_batch_decides_whether_it_was_deleted(
+    open_ledger: LedgerFactory,
+) -> None:
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"])).finish()
+
+    run = Run(open_ledger(), pinterest)
+    run.delete(row(1)).rows((row(1), ["news"], ["a"]))  # deleted, then back: it moved
+    run.rows((row(2), ["vip"], ["b2"])).delete(row(2))  # updated, then deleted
+    run.finish()
+    run.upsert.report()
+
+    assert run.upsert._report.audience("vip").upsert == {
+        "live_rows": 0,
+        "rows_deleted": 1,
+        "members": 0,
+    }
+    assert pinterest.members() == expect(news=["a"])
+
+
 def test_counters_follow_live_rows_and_members(open_ledger: LedgerFactory) -> None:
     pinterest = FakePinterest()
     run = Run(open_ledger(), pinterest)
