@@ -48,8 +48,13 @@ from target_pinterest_audiences.uploader import ADD
 
 logger = logging.getLogger(__name__)
 
-BATCH_ROWS = 50_000
-"""Rows merged with the ledger at a time: one transaction, a bounded amount of memory."""
+BATCH_ROWS = 100_000
+"""Rows merged with the ledger at a time: one transaction, a bounded amount of memory
+(about 400 bytes per row). Row ids and digests are hashes, so a batch touches pages all
+over tables larger than the page cache: a larger batch shares each page among more rows.
+Measured (bench/README.md): at 10M rows, 100,000 against 50,000 took the initial load from
+432 s to 328 s and a CDC batch of 1M from 101 s to 68 s, for 25 and 45 MiB more peak RSS;
+at 1M it changed nothing."""
 
 
 class Sender(Protocol):
