@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import hashlib
 import sqlite3
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from pathlib import Path
 
 import pytest
@@ -115,6 +115,15 @@ def test_rows_persist_across_connections(tmp_path: Path) -> None:
     second.close()
 
 
+def assert_rows_survive_reopening(open_ledger: Callable[[], Ledger]) -> None:
+    first = open_ledger()
+    first.confirm_added("vip", "111", [h(1), h(2)])
+    first.close()
+    second = open_ledger()
+    assert rows(second, "vip") == {h(1): True, h(2): True}
+    second.close()
+
+
 def page_size(path: Path) -> int:
     connection = sqlite3.connect(path)
     try:
@@ -138,23 +147,12 @@ def test_a_ledger_with_small_pages_keeps_them_and_works(tmp_path: Path) -> None:
     old.execute("CREATE TABLE unrelated (x INTEGER)")
     old.close()
 
-    first = SQLiteLedger(path, ACCOUNT)
-    first.confirm_added("vip", "111", [h(1), h(2)])
-    first.close()
-    second = SQLiteLedger(path, ACCOUNT)
-    assert rows(second, "vip") == {h(1): True, h(2): True}
-    second.close()
+    assert_rows_survive_reopening(lambda: SQLiteLedger(path, ACCOUNT))
     assert page_size(path) == 4096
 
 
 def test_the_postgres_ledger_persists_across_connections(fresh_postgres_url: str) -> None:
-    first = PostgresLedger(fresh_postgres_url, ACCOUNT)
-    first.confirm_added("vip", "111", [h(1), h(2)])
-    first.close()
-
-    second = PostgresLedger(fresh_postgres_url, ACCOUNT)
-    assert rows(second, "vip") == {h(1): True, h(2): True}
-    second.close()
+    assert_rows_survive_reopening(lambda: PostgresLedger(fresh_postgres_url, ACCOUNT))
 
 
 A, B, C, D, E = (bytes([n]) * 32 for n in range(1, 6))
