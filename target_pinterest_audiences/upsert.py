@@ -27,6 +27,7 @@ import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
+from itertools import groupby
 from typing import Protocol
 
 from target_pinterest_audiences.customer_lists import Operation
@@ -68,6 +69,11 @@ class Sender(Protocol):
 
     def list_ids(self) -> dict[str, str]:
         """Audience -> list id of every list written or found this run."""
+
+
+def _list_of(pair: bytes) -> bytes:
+    """A packed pair's list key (its first bytes)."""
+    return pair[:KEY_BYTES]
 
 
 @dataclass(slots=True)
@@ -218,19 +224,15 @@ class UpsertSync:
         removals: dict[int, list[bytes]] = {}
         # Sorted packed pairs are grouped by list (the key comes first), digests in order.
         changed = sorted(pair for pair, delta in deltas.items() if delta)
-        start = 0
-        while start < len(changed):
-            packed_key = changed[start][:KEY_BYTES]
-            end = start
-            while end < len(changed) and changed[end].startswith(packed_key):
-                end += 1
+        for packed_key, group in groupby(changed, key=_list_of):
+            pairs = list(group)
             list_key = int.from_bytes(packed_key, "big")
             self._touched.add(list_key)
-            digests = [pair[KEY_BYTES:] for pair in changed[start:end]]
+            digests = [pair[KEY_BYTES:] for pair in pairs]
             current = self.rows.live_states(list_key, digests)
             added = additions[list_key] = []
             removed = removals[list_key] = []
-            for pair, digest in zip(changed[start:end], digests, strict=True):
+            for pair, digest in zip(pairs, digests, strict=True):
                 before, sent = current.get(digest, (0, ABSENT))
                 after = before + deltas[pair]
                 if after < 0:  # only a damaged ledger could say so
@@ -245,7 +247,6 @@ class UpsertSync:
                 flips.append((list_key, digest, after, CONTESTED if sent in OPEN else UNCERTAIN))
                 (added if after else removed).append(digest)
             list_members[packed_key] = len(added) - len(removed)
-            start = end
         del changed, deltas
         list_deltas = {
             int.from_bytes(key, "big"): (list_rows.get(key, 0), list_members.get(key, 0))
