@@ -7,11 +7,12 @@ Three tables (defined with the others in :mod:`ledger`):
   digest). A row that holds nothing, or was deleted, has no entry.
 - ``ledger_live_members``: per (list, hash), how many live rows hold it (wanted in the
   list while more than 0) and what is known of Pinterest's copy (``sent``).
-- ``ledger_pending_batches``: per merged batch, the packed pairs whose wanted presence it
+- ``ledger_pending_batches``: per range of a merge pass, the packed pairs whose wanted presence it
   flipped, kept until a checkpoint.
 
-A batch's rows, live counts and pending entry are committed in one transaction, which also
-marks each flipped pair uncertain (``sent`` 1), before its requests are sent. Each
+A merge pass's rows, live counts and pending entries are committed in one transaction
+(:meth:`RowLedger.merging`), which also marks each flipped pair uncertain (``sent`` 1),
+before its requests are sent. Each
 acknowledged request settles its pairs (present, or deleted); a pair that flips again while
 a request for it is outstanding is *contested* (``sent`` 3) and only a checkpoint settles it,
 since an acknowledgement could then be the older request's. A checkpoint (the uploader
@@ -27,7 +28,9 @@ acknowledgements. Every method takes the ledger's lock.
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import dataclass
+from typing import Any
 
 from target_pinterest_audiences.ledger import Ledger
 
@@ -112,105 +115,22 @@ class RowLedger:
             row = cursor.fetchone()
         return Counters(int(row[0]), int(row[1])) if row else Counters(0, 0)
 
-    # Reads for a batch ---------------------------------------------------------------
+    # One merge pass ------------------------------------------------------------------
 
-    def stored_rows(self, row_ids: Sequence[bytes]) -> dict[bytes, bytes]:
-        """The stored pairs of those of ``row_ids`` that have any."""
-        found: dict[bytes, bytes] = {}
+    @contextmanager
+    def merging(self) -> Iterator[MergeTransaction]:
+        """One transaction for a whole merge pass (see :mod:`upsert_merge`), under the lock.
+
+        Everything the pass writes commits together or not at all: rows and live counts
+        must never disagree, or a replayed row would look applied while its pairs were not.
+        """
         with self.ledger.transaction() as cursor:
-            for start in range(0, len(row_ids), _IN_CHUNK):
-                chunk = row_ids[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                cursor.execute(
-                    self.ledger.sql(
-                        f"SELECT row_id, pairs FROM ledger_rows WHERE row_id IN ({marks})"  # noqa: S608
-                    ),
-                    chunk,
-                )
-                found.update((bytes(row_id), bytes(pairs)) for row_id, pairs in cursor.fetchall())
-        return found
+            yield MergeTransaction(self.ledger, cursor)
 
     def live_states(self, list_key: int, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
         """(live rows, sent) of those of ``digests`` the list has an entry for."""
-        found: dict[bytes, tuple[int, int]] = {}
-        with self.ledger.transaction() as cursor:
-            for start in range(0, len(digests), _IN_CHUNK):
-                chunk = digests[start : start + _IN_CHUNK]
-                marks = ", ".join("?" * len(chunk))
-                cursor.execute(
-                    self.ledger.sql(
-                        "SELECT hash, live_rows, sent FROM ledger_live_members "  # noqa: S608
-                        f"WHERE list_key = ? AND hash IN ({marks})"
-                    ),
-                    (list_key, *chunk),
-                )
-                found.update(
-                    (bytes(digest), (int(live), int(sent)))
-                    for digest, live, sent in cursor.fetchall()
-                )
-        return found
-
-    # The batch write -----------------------------------------------------------------
-
-    def commit_batch(
-        self,
-        rows: Iterable[tuple[bytes, bytes]],
-        deleted_rows: Sequence[bytes],
-        counts: Sequence[tuple[int, bytes, int]],
-        flips: Sequence[tuple[int, bytes, int, int]],
-        list_deltas: dict[int, tuple[int, int]],
-    ) -> None:
-        """Write one batch in one transaction.
-
-        ``rows``: (row id, packed pairs) of rows that hold something now; ``deleted_rows``:
-        rows that hold nothing now; ``counts``: (list key, digest, live rows) of pairs whose
-        count changed but not whether they are wanted; ``flips``: (list key, digest, live
-        rows, sent) of pairs whose wanted presence flipped (``sent`` uncertain or
-        contested), also recorded as this batch's pending entry; ``list_deltas``: per list
-        key, the change of its live rows and live members.
-        """
-        sql = self.ledger.sql
-        with self.ledger.transaction() as cursor:
-            cursor.executemany(
-                sql(
-                    "INSERT INTO ledger_rows (row_id, pairs) VALUES (?, ?) "
-                    "ON CONFLICT (row_id) DO UPDATE SET pairs = excluded.pairs"
-                ),
-                rows,
-            )
-            cursor.executemany(
-                sql("DELETE FROM ledger_rows WHERE row_id = ?"), [(row,) for row in deleted_rows]
-            )
-            # A count alone never touches sent: a request thread may be settling it.
-            cursor.executemany(
-                sql("UPDATE ledger_live_members SET live_rows = ? WHERE list_key = ? AND hash = ?"),
-                [(live, key, digest) for key, digest, live in counts],
-            )
-            cursor.executemany(
-                sql(
-                    "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
-                    "VALUES (?, ?, ?, ?) ON CONFLICT (list_key, hash) "
-                    "DO UPDATE SET live_rows = excluded.live_rows, sent = excluded.sent"
-                ),
-                flips,
-            )
-            cursor.executemany(
-                sql(
-                    "UPDATE ledger_lists SET live_rows = live_rows + ?, "
-                    "live_members = live_members + ? WHERE list_key = ?"
-                ),
-                [(rows_, members, key) for key, (rows_, members) in list_deltas.items()],
-            )
-            if flips:
-                # Appended, not joined: a join would first hold every pair as its own object.
-                packed = bytearray()
-                for key, digest, _, _ in flips:
-                    packed += key.to_bytes(KEY_BYTES, "big")
-                    packed += digest
-                cursor.execute(
-                    sql("INSERT INTO ledger_pending_batches (ad_account_id, pairs) VALUES (?, ?)"),
-                    (self.ledger.account, packed),
-                )
+        with self.merging() as merge:
+            return merge.live_states(list_key, digests)
 
     # Around requests (request threads) -----------------------------------------------
 
@@ -287,3 +207,108 @@ class RowLedger:
                 return
             yield rows
             last = rows[-1]
+
+
+class MergeTransaction:
+    """The reads and writes of one merge pass, on one cursor of one open transaction."""
+
+    def __init__(self, ledger: Ledger, cursor: Any) -> None:
+        self._ledger = ledger
+        self._cursor = cursor
+
+    def stored_rows(self, row_ids: Sequence[bytes]) -> dict[bytes, bytes]:
+        """The stored pairs of those of ``row_ids`` that have any."""
+        found: dict[bytes, bytes] = {}
+        cursor = self._cursor
+        for start in range(0, len(row_ids), _IN_CHUNK):
+            chunk = row_ids[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute(
+                self._ledger.sql(
+                    f"SELECT row_id, pairs FROM ledger_rows WHERE row_id IN ({marks})"  # noqa: S608
+                ),
+                chunk,
+            )
+            found.update((bytes(row_id), bytes(pairs)) for row_id, pairs in cursor.fetchall())
+        return found
+
+    def live_states(self, list_key: int, digests: Sequence[bytes]) -> dict[bytes, tuple[int, int]]:
+        """(live rows, sent) of those of ``digests`` the list has an entry for."""
+        found: dict[bytes, tuple[int, int]] = {}
+        cursor = self._cursor
+        for start in range(0, len(digests), _IN_CHUNK):
+            chunk = digests[start : start + _IN_CHUNK]
+            marks = ", ".join("?" * len(chunk))
+            cursor.execute(
+                self._ledger.sql(
+                    "SELECT hash, live_rows, sent FROM ledger_live_members "  # noqa: S608
+                    f"WHERE list_key = ? AND hash IN ({marks})"
+                ),
+                (list_key, *chunk),
+            )
+            found.update(
+                (bytes(digest), (int(live), int(sent))) for digest, live, sent in cursor.fetchall()
+            )
+        return found
+
+    def write_rows(self, rows: Iterable[tuple[bytes, bytes]], emptied: Iterable[bytes]) -> None:
+        """Store (row id, packed pairs) of rows that hold something; drop rows that do not."""
+        sql = self._ledger.sql
+        self._cursor.executemany(
+            sql(
+                "INSERT INTO ledger_rows (row_id, pairs) VALUES (?, ?) "
+                "ON CONFLICT (row_id) DO UPDATE SET pairs = excluded.pairs"
+            ),
+            rows,
+        )
+        self._cursor.executemany(
+            sql("DELETE FROM ledger_rows WHERE row_id = ?"), [(row,) for row in emptied]
+        )
+
+    def write_pairs(
+        self,
+        counts: Sequence[tuple[int, bytes, int]],
+        flips: Sequence[tuple[int, bytes, int, int]],
+    ) -> None:
+        """Write live counts; mark flipped pairs and record them as pending.
+
+        ``counts``: (list key, digest, live rows) of pairs whose count changed but not
+        whether they are wanted; ``flips``: (list key, digest, live rows, sent) of pairs
+        whose wanted presence flipped (``sent`` uncertain or contested), also recorded as a
+        pending entry, until a checkpoint.
+        """
+        sql = self._ledger.sql
+        cursor = self._cursor
+        # A count alone never touches sent: a request thread may be settling it.
+        cursor.executemany(
+            sql("UPDATE ledger_live_members SET live_rows = ? WHERE list_key = ? AND hash = ?"),
+            [(live, key, digest) for key, digest, live in counts],
+        )
+        cursor.executemany(
+            sql(
+                "INSERT INTO ledger_live_members (list_key, hash, live_rows, sent) "
+                "VALUES (?, ?, ?, ?) ON CONFLICT (list_key, hash) "
+                "DO UPDATE SET live_rows = excluded.live_rows, sent = excluded.sent"
+            ),
+            flips,
+        )
+        if flips:
+            # Appended, not joined: a join would first hold every pair as its own object.
+            packed = bytearray()
+            for key, digest, _, _ in flips:
+                packed += key.to_bytes(KEY_BYTES, "big")
+                packed += digest
+            cursor.execute(
+                sql("INSERT INTO ledger_pending_batches (ad_account_id, pairs) VALUES (?, ?)"),
+                (self._ledger.account, packed),
+            )
+
+    def update_lists(self, list_deltas: dict[int, tuple[int, int]]) -> None:
+        """Per list key, add (live rows, live members) to its counters."""
+        self._cursor.executemany(
+            self._ledger.sql(
+                "UPDATE ledger_lists SET live_rows = live_rows + ?, "
+                "live_members = live_members + ? WHERE list_key = ?"
+            ),
+            [(rows, members, key) for key, (rows, members) in list_deltas.items()],
+        )

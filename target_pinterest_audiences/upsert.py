@@ -12,9 +12,10 @@ and removed when it goes back to 0, so
   email, or a row of another upsert stream) still puts them there;
 - replaying rows that were already applied changes no count and sends nothing.
 
-Records are gathered in batches (the last record of a key wins) and merged with the ledger
-one batch at a time, in one transaction that also marks the pairs it flips uncertain and
-records them as pending, before their requests are sent; each acknowledgement settles its
+Records are spilled to a temporary file as they come and merged with the ledger one pass
+at a time (:mod:`upsert_merge`; the last record of a key wins), in one transaction that also
+marks the pairs it flips uncertain and records them as pending, before their requests are
+sent; each acknowledgement settles its
 pairs, and a checkpoint (every request acknowledged, then STATE) clears the pending record.
 A run starts by re-sending the wanted state of every pending pair a crashed run left
 unsettled (not what was acknowledged), so SIGKILL at any point and a re-run converge, and
@@ -26,36 +27,34 @@ from __future__ import annotations
 import logging
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
-from itertools import groupby
 from typing import Protocol
 
 from target_pinterest_audiences.customer_lists import Operation
 from target_pinterest_audiences.ledger import CHUNK_ROWS, Ledger
+from target_pinterest_audiences.prefix_spill import PrefixSpill
 from target_pinterest_audiences.report import RunReport
 from target_pinterest_audiences.row_ledger import (
     ABSENT,
-    CONTESTED,
     KEY_BYTES,
     OPEN,
-    PAIR_BYTES,
     PRESENT,
-    UNCERTAIN,
     RowLedger,
     entries,
 )
 from target_pinterest_audiences.sync_modes import UPSERT, AudienceModes
 from target_pinterest_audiences.uploader import ADD
+from target_pinterest_audiences.upsert_merge import Flips, merge_pass, spilled_row
 
 logger = logging.getLogger(__name__)
 
-BATCH_ROWS = 100_000
-"""Rows merged with the ledger at a time: one transaction, a bounded amount of memory
-(about 400 bytes per row). Row ids and digests are hashes, so a batch touches pages all
-over tables larger than the page cache: a larger batch shares each page among more rows.
-Measured (bench/README.md): at 10M rows, 100,000 against 50,000 took the initial load from
-432 s to 328 s and a CDC batch of 1M from 101 s to 68 s, for 25 and 45 MiB more peak RSS;
-at 1M it changed nothing."""
+BATCH_ROWS = 1_000_000
+"""Rows merged with the ledger in one pass (:mod:`upsert_merge`). Each pass reads and
+writes about every page of the ledger's upsert tables once, whatever its size (row ids and
+digests are hashes), so fewer, larger passes write less; the rows wait on disk, not in
+memory. A larger pass also waits longer before its first request and holds a longer
+transaction."""
+SPILL_ROWS = 100_000
+"""Rows held in memory (about 110 bytes each) before they are written to the spill."""
 
 
 class Sender(Protocol):
@@ -69,21 +68,6 @@ class Sender(Protocol):
 
     def list_ids(self) -> dict[str, str]:
         """Audience -> list id of every list written or found this run."""
-
-
-def _list_of(pair: bytes) -> bytes:
-    """A packed pair's list key (its first bytes)."""
-    return pair[:KEY_BYTES]
-
-
-@dataclass(slots=True)
-class _Batch:
-    """Rows gathered since the last merge; a key's last record wins."""
-
-    rows: dict[bytes, bytes] = field(default_factory=dict)
-    """Row id -> the row's packed pairs now (empty if it holds nothing)."""
-    deleted: set[bytes] = field(default_factory=set)
-    """Row ids whose last record is a delete (rows deleted from an audience are counted)."""
 
 
 class UpsertSync:
@@ -101,7 +85,8 @@ class UpsertSync:
         self._report = report
         self._dry_run = dry_run
         self._batch_rows = batch_rows
-        self._batch = _Batch()
+        self._spilled = PrefixSpill(prefix_at=0, block_records=min(SPILL_ROWS, batch_rows))
+        """This pass's rows so far (see :func:`upsert_merge.spilled_row`), by row-id prefix."""
         self._touched: set[int] = set()
         """List keys of the audiences this run's rows named, now or before."""
         self._uploader: Sender | None = None
@@ -138,13 +123,9 @@ class UpsertSync:
                 keys = [key_bytes.get(a) or self._new_key(a) for a in audiences]
                 digests = [bytes.fromhex(value) for value in hashes]
                 blob = b"".join(sorted({key + digest for key in keys for digest in digests}))
-        batch = self._batch
-        batch.rows[row_id] = blob
-        if deleted:
-            batch.deleted.add(row_id)
-        elif batch.deleted:
-            batch.deleted.discard(row_id)  # re-inserted after its delete
-        if len(batch.rows) >= self._batch_rows:
+        spilled = self._spilled
+        spilled.add(spilled_row(row_id, blob, deleted=deleted))
+        if spilled.records >= self._batch_rows:
             self.apply()
 
     def _new_key(self, audience: str) -> bytes:
@@ -153,111 +134,49 @@ class UpsertSync:
         packed = self._key_bytes[audience] = key.to_bytes(KEY_BYTES, "big")
         return packed
 
-    # Merging a batch -----------------------------------------------------------------
+    # Merging a pass ------------------------------------------------------------------
 
     def apply(self) -> None:
         """Merge the gathered rows with the ledger and hand the changes to the uploader.
 
-        Called when a batch is full, and before every flush (checkpoint, end of input,
+        Called when a pass is full, and before every flush (checkpoint, end of input,
         a stop after bad input or a signal), so nothing read is left unmerged.
         """
         if not self._recovered:
             self._recovered = True
             self._recover()
-        if not self._batch.rows:
+        if not self._spilled.records:
             return
-        batch, self._batch = self._batch, _Batch()
-        additions, removals = self._merge(batch)
+        flips = self._merge()
         try:
-            self._send(additions, member=True)
-        except BaseException:
-            self._count_failed({key: len(digests) for key, digests in removals.items()})
-            raise
-        self._send(removals, member=False)
+            self._hand_over(flips)
+        finally:
+            flips.close()
 
-    def _merge(self, batch: _Batch) -> tuple[dict[int, list[bytes]], dict[int, list[bytes]]]:
-        """Commit one batch; return the pairs whose wanted presence flipped, per list.
-
-        Kept lean (about 400 bytes per row with the batch itself): what the transaction
-        writes is generated from the batch, not copied into lists of tuples first.
-        """
-        rows = batch.rows
-        # In key order: B-tree reads and writes then walk the tables' pages in order.
-        row_ids = sorted(rows)
-        stored = self.rows.stored_rows(row_ids)
-        deltas: dict[bytes, int] = defaultdict(int)
-        """Packed pair -> change of its live-row count."""
-        list_rows: dict[bytes, int] = defaultdict(int)
-        written: list[bytes] = []
-        """Row ids that hold something now, in key order."""
-        emptied: list[bytes] = []
-        for row_id in row_ids:
-            new = rows[row_id]
-            old = stored.get(row_id, b"")
-            if new == old:
-                continue  # a replay, or an update that changes nothing we keep
-            (written if new else emptied).append(row_id)
-            if not old and len(new) == PAIR_BYTES:  # the common case: a new one-pair row
-                deltas[new] += 1
-                list_rows[new[:KEY_BYTES]] += 1
-                continue
-            old_pairs = set(entries(old))
-            new_pairs = set(entries(new))
-            for pair in new_pairs - old_pairs:
-                deltas[pair] += 1
-            for pair in old_pairs - new_pairs:
-                deltas[pair] -= 1
-            old_lists = {pair[:KEY_BYTES] for pair in old_pairs}
-            new_lists = {pair[:KEY_BYTES] for pair in new_pairs}
-            for key in new_lists - old_lists:
-                list_rows[key] += 1
-            for key in old_lists - new_lists:
-                list_rows[key] -= 1
-                if row_id in batch.deleted:
-                    self._rows_deleted[key] += 1
-        del stored, row_ids
-
-        counts: list[tuple[int, bytes, int]] = []
-        flips: list[tuple[int, bytes, int, int]] = []
-        list_members: dict[bytes, int] = defaultdict(int)
-        additions: dict[int, list[bytes]] = {}
-        removals: dict[int, list[bytes]] = {}
-        # Sorted packed pairs are grouped by list (the key comes first), digests in order.
-        changed = sorted(pair for pair, delta in deltas.items() if delta)
-        for packed_key, group in groupby(changed, key=_list_of):
-            pairs = list(group)
-            list_key = int.from_bytes(packed_key, "big")
-            self._touched.add(list_key)
-            digests = [pair[KEY_BYTES:] for pair in pairs]
-            current = self.rows.live_states(list_key, digests)
-            added = additions[list_key] = []
-            removed = removals[list_key] = []
-            for pair, digest in zip(pairs, digests, strict=True):
-                before, sent = current.get(digest, (0, ABSENT))
-                after = before + deltas[pair]
-                if after < 0:  # only a damaged ledger could say so
-                    after = 0
-                if before == after:
-                    continue  # nothing to write (a count the ledger never had)
-                if (before == 0) == (after == 0):
-                    counts.append((list_key, digest, after))
-                    continue
-                # A request for the pair may still be outstanding: its acknowledgement must
-                # not be taken for the one this flip will send.
-                flips.append((list_key, digest, after, CONTESTED if sent in OPEN else UNCERTAIN))
-                (added if after else removed).append(digest)
-            list_members[packed_key] = len(added) - len(removed)
-        del changed, deltas
-        list_deltas = {
-            int.from_bytes(key, "big"): (list_rows.get(key, 0), list_members.get(key, 0))
-            for key in set(list_rows) | set(list_members)
-        }
-        self.rows.commit_batch(
-            ((row_id, rows[row_id]) for row_id in written), emptied, counts, flips, list_deltas
-        )
-        return additions, removals
+    def _merge(self) -> Flips:
+        """Commit this pass's rows to the ledger; return what flipped."""
+        try:
+            return merge_pass(
+                self.rows, self._spilled, rows_deleted=self._rows_deleted, touched=self._touched
+            )
+        finally:
+            self._spilled.clear()
 
     # Sending -------------------------------------------------------------------------
+
+    def _hand_over(self, flips: Flips) -> None:
+        """Hand a committed pass's flips to the uploader, list by list, in chunks.
+
+        Whatever is not handed over when that fails is counted as failed (see _send).
+        """
+        left = dict(flips.per_list)
+        try:
+            for list_key, member, digests in flips.changes(CHUNK_ROWS):
+                left[list_key] -= len(digests)
+                self._send({list_key: digests}, member=member)
+        except BaseException:
+            self._count_failed(left)
+            raise
 
     def _send(self, pairs: dict[int, list[bytes]], *, member: bool) -> None:
         """Hand flipped pairs to the uploader, after checking each list once per run.
@@ -391,16 +310,19 @@ class UpsertSync:
     def abandon(self) -> None:
         """The run stops before sending the rows still gathered: record them, count them.
 
-        They are merged into the ledger like any batch, so their flips are pending and the
+        They are merged into the ledger like any pass, so their flips are pending and the
         next run sends them, and each identifier whose change is thereby left unsent is
         counted as failed: a failed run never reports fewer failures than it had.
         """
-        if not self._batch.rows or self._dry_run:
+        if not self._spilled.records or self._dry_run:
             return
-        batch, self._batch = self._batch, _Batch()
-        for changes in self._merge(batch):
-            self._count_failed({key: len(digests) for key, digests in changes.items()})
+        flips = self._merge()
+        try:
+            self._count_failed(flips.per_list)
+        finally:
+            flips.close()
 
     def close(self) -> None:
-        """Close the ledger (a dry run's writes are rolled back)."""
+        """Close the ledger (a dry run's writes are rolled back) and delete the spill."""
+        self._spilled.close()
         self.rows.ledger.close()

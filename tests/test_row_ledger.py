@@ -9,12 +9,14 @@ the upstream table says the lists should hold.
 from __future__ import annotations
 
 import hashlib
+import random
 import sqlite3
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import pytest
 
+from target_pinterest_audiences import upsert, upsert_merge
 from target_pinterest_audiences.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -463,3 +465,46 @@ def test_an_old_acknowledgement_never_settles_a_newer_flip(open_ledger: LedgerFa
     Run(open_ledger(), pinterest).finish()
 
     assert pinterest.members() == expect(vip=["a"])
+
+
+@pytest.mark.parametrize("batch_rows", [1, 7, 1000])
+def test_passes_in_many_ranges_and_blocks_keep_the_lists_equal_to_the_table(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch, batch_rows: int
+) -> None:
+    """Random row changes over several runs, merged in passes split into as many prefix
+    ranges (one record each) and spill blocks (three rows) as they can be."""
+    monkeypatch.setattr(upsert_merge, "RANGE_RECORDS", 1)
+    monkeypatch.setattr(upsert, "SPILL_ROWS", 3)
+    chooser = random.Random(batch_rows)
+    audiences, emails = ["vip", "news", "cart"], [f"user{n}" for n in range(25)]
+    table: dict[int, tuple[list[str], list[str]]] = {}
+    pinterest = FakePinterest()
+    for _ in range(4):
+        run = Run(open_ledger(), pinterest, batch_rows=batch_rows)
+        for _ in range(60):
+            key = chooser.randrange(30)
+            if chooser.random() < 0.25:
+                table.pop(key, None)
+                run.delete(row(key))
+                continue
+            state = (
+                chooser.sample(audiences, chooser.choice([0, 1, 1, 1, 2])),
+                chooser.sample(emails, chooser.choice([1, 1, 1, 2])),
+            )
+            table[key] = state
+            run.rows((row(key), *state))
+        run.finish()
+        run.upsert.report()
+
+        wanted: dict[str, set[str]] = {}
+        live_rows: dict[str, int] = dict.fromkeys(audiences, 0)
+        for in_audiences, row_emails in table.values():
+            for name in in_audiences:
+                wanted.setdefault(name, set()).update(h(e) for e in row_emails)
+                live_rows[name] += 1
+        assert pinterest.members() == wanted
+        for name in audiences:
+            counters = run.upsert._report.audience(name).upsert
+            if counters is not None:
+                assert counters["live_rows"] == live_rows[name]
+                assert counters["members"] == len(wanted.get(name, ()))
