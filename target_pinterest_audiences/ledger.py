@@ -32,7 +32,7 @@ from __future__ import annotations
 import sqlite3
 import threading
 import time
-from collections.abc import Iterable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from operator import itemgetter
@@ -173,6 +173,7 @@ class Ledger:
         self._dry_run = dry_run
         self._closed = False
         self._committed_at = time.monotonic()
+        self._before_close: list[Callable[[], None]] = []
         self.description = description
         self._keys: dict[str, int] = {}
         with self._lock:
@@ -274,6 +275,10 @@ class Ledger:
             yield self._connection.cursor()
             if time.monotonic() - self._committed_at >= SETTLE_SECONDS:
                 self._commit()
+
+    def before_close(self, write: Callable[[], None]) -> None:
+        """Call ``write`` when the ledger closes, before its last commit (held writes)."""
+        self._before_close.append(write)
 
     def commit(self) -> None:
         """Make every settled acknowledgement durable (at checkpoints and the end)."""
@@ -449,6 +454,8 @@ class Ledger:
         with self._lock:
             if self._closed:
                 return
+            for write in self._before_close:
+                write()
             self._closed = True
             if self._dry_run:
                 self._connection.rollback()

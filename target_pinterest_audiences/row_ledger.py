@@ -21,18 +21,22 @@ drops the pending batches. After a crash the next run looks at the pairs of the 
 batches and re-sends the wanted state of every one not settled, so SIGKILL at any point and
 a re-run converge, without re-sending what was acknowledged.
 
-The main thread writes rows, live counts and pending batches; request threads write
-acknowledgements. Every method takes the ledger's lock.
+The main thread writes rows, live counts and pending batches; request threads hold
+acknowledgements and write them together, sorted (:meth:`RowLedger.write_acknowledged`).
+Every write takes the ledger's lock.
 """
 
 from __future__ import annotations
 
+import threading
+import time
+from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 
-from target_pinterest_audiences.ledger import Ledger
+from target_pinterest_audiences.ledger import SETTLE_SECONDS, Ledger
 
 PAIR_BYTES = 36
 KEY_BYTES = 4
@@ -44,6 +48,10 @@ OPEN = frozenset({UNCERTAIN, CONTESTED})
 
 Pair = tuple[int, bytes]
 """(list key, 32-byte digest)."""
+
+ACKNOWLEDGED_DIGESTS = 200_000
+"""Acknowledged digests held (about 100 bytes each) before they are written; they are
+written at the latest ``SETTLE_SECONDS`` after the last write, and at every checkpoint."""
 
 # Statement parameters per IN (...) list: far below both backends' limits. Only "?"
 # placeholders are ever formatted into SQL (hence the S608 waivers).
@@ -81,6 +89,13 @@ class RowLedger:
     def __init__(self, ledger: Ledger) -> None:
         self.ledger = ledger
         self._audiences: dict[int, str] = {}
+        self._acknowledged_lock = threading.Lock()
+        self._acknowledged: dict[tuple[int, bool], list[bytes]] = defaultdict(list)
+        """(list key, added?) -> digests acknowledged and not yet written."""
+        self._acknowledged_count = 0
+        self._acknowledged_since = time.monotonic()
+        # Also when a run ends early: its acknowledgements spare the next run requests.
+        ledger.before_close(self.write_acknowledged)
 
     # Lists ---------------------------------------------------------------------------
 
@@ -136,25 +151,53 @@ class RowLedger:
 
     def confirm_added(self, list_key: int, digests: Sequence[bytes]) -> None:
         """After an acknowledged ADD: these are present, unless contested meanwhile."""
-        with self.ledger.settling() as cursor:
-            cursor.executemany(
-                self.ledger.sql(
-                    "UPDATE ledger_live_members SET sent = 2 "
-                    "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows > 0"
-                ),
-                [(list_key, digest) for digest in sorted(digests)],
-            )
+        self._acknowledge(list_key, digests, added=True)
 
     def confirm_removed(self, list_key: int, digests: Sequence[bytes]) -> None:
         """After an acknowledged REMOVE: these are gone, unless contested meanwhile."""
-        with self.ledger.settling() as cursor:
-            cursor.executemany(
-                self.ledger.sql(
-                    "DELETE FROM ledger_live_members "
-                    "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows = 0"
-                ),
-                [(list_key, digest) for digest in sorted(digests)],
+        self._acknowledge(list_key, digests, added=False)
+
+    def _acknowledge(self, list_key: int, digests: Sequence[bytes], *, added: bool) -> None:
+        with self._acknowledged_lock:
+            self._acknowledged[list_key, added].extend(digests)
+            self._acknowledged_count += len(digests)
+            due = (
+                self._acknowledged_count >= ACKNOWLEDGED_DIGESTS
+                or time.monotonic() - self._acknowledged_since >= SETTLE_SECONDS
             )
+        if due:
+            self.write_acknowledged()
+
+    def write_acknowledged(self) -> None:
+        """Settle the acknowledged pairs held so far, each list's in digest order.
+
+        Held, not written per request: a request's digests are spread over the whole
+        table, so writing each request's on its own touched about one page per digest, and
+        requests of the same seconds touched the same pages again and again. Written
+        together, sorted, each page is touched once. They join the open transaction, like
+        every acknowledgement (see :meth:`Ledger.settling`): one that a crash loses leaves
+        its pairs uncertain, and the next run sends them again, which is harmless.
+        """
+        with self._acknowledged_lock:
+            acknowledged, self._acknowledged = self._acknowledged, defaultdict(list)
+            self._acknowledged_count = 0
+            self._acknowledged_since = time.monotonic()
+        if not acknowledged:
+            return
+        sql = self.ledger.sql
+        with self.ledger.settling() as cursor:
+            for (list_key, added), digests in sorted(acknowledged.items()):
+                digests.sort()
+                cursor.executemany(
+                    sql(
+                        "UPDATE ledger_live_members SET sent = 2 "
+                        "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows > 0"
+                        if added
+                        else "DELETE FROM ledger_live_members "
+                        "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows = 0"
+                    ),
+                    [(list_key, digest) for digest in digests],
+                )
 
     # Pending batches -----------------------------------------------------------------
 
@@ -179,6 +222,7 @@ class RowLedger:
 
     def checkpoint(self) -> None:
         """Every request sent so far was acknowledged: settle contested pairs, drop pending."""
+        self.write_acknowledged()  # before the pending entries that would re-send them go
         sql = self.ledger.sql
         with self.ledger.transaction() as cursor:
             cursor.execute(

@@ -467,6 +467,21 @@ def test_an_old_acknowledgement_never_settles_a_newer_flip(open_ledger: LedgerFa
     assert pinterest.members() == expect(vip=["a"])
 
 
+def test_acknowledgements_are_durable_once_a_checkpoint_is(open_ledger: LedgerFactory) -> None:
+    """They are held and written together; a checkpoint writes them before it drops the
+    pending entries, so a crash right after it leaves nothing uncertain."""
+    pinterest = FakePinterest()
+    run = Run(open_ledger(), pinterest)
+    run.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"])).delete(row(3)).finish()
+    end_process(run.upsert.rows.ledger)  # killed after the checkpoint, before closing
+
+    ledger = open_ledger()
+    with ledger.transaction() as cursor:
+        cursor.execute("SELECT sent FROM ledger_live_members")
+        assert [int(sent) for (sent,) in cursor.fetchall()] == [2, 2]  # present, settled
+    assert list(UpsertSync(ledger, RunReport(), dry_run=False).rows.pending()) == []
+
+
 @pytest.mark.parametrize("batch_rows", [1, 7, 1000])
 def test_passes_in_many_ranges_and_blocks_keep_the_lists_equal_to_the_table(
     open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch, batch_rows: int
