@@ -191,7 +191,7 @@ def _merge_rows(
         for key in old_lists - new_lists:
             list_rows[key] -= 1
             if record[_FLAG_AT] == DELETED[0]:
-                rows_deleted[key] += 1
+                rows_deleted[key] = rows_deleted.get(key, 0) + 1
     del latest, stored, row_ids
     merge.write_rows(written, emptied)
     pack = _DELTA.pack
