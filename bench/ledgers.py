@@ -9,7 +9,8 @@ persist across the scenario's runs:
   snapshot again unchanged;
 - **upsert**: an initial load of N keyed rows, then a CDC batch of N/10 changes: a third
   change a row's email, a third move a row to another audience, a third are key-only
-  deletes (``_sdc_deleted_at``), as a log-based tap sends them.
+  deletes (``_sdc_deleted_at``), as a log-based tap sends them; then a batch of N/100
+  such changes to other rows, a day's changes of a large table.
 
 Each run reads its own generated file; the floor (``bench.floor``: stdlib JSON, trim, case,
 SHA-256) reads the same file. Reported per run: wall seconds of both (start-up included),
@@ -49,7 +50,9 @@ from bench.run import positive_int
 
 AUDIENCES = ("newsletter", "cart", "vip", "orders", "app", "winback")
 CHURN = 0.01
-CDC_SHARE = 0.1
+CDC_SHARES = (0.1, 0.01)
+"""The CDC batches after the initial load, as shares of N: a large one, then a daily one."""
+CDC_LABELS = ("N/10", "N/100")
 _PERMUTE = 1_000_003  # a prime: i -> i * P mod N visits rows in a scattered, distinct order
 _STREAM = "public-users"
 
@@ -180,62 +183,77 @@ def mirror_steps(n: int, workdir: Path) -> list[tuple[Step, Path]]:
 
 
 def upsert_steps(n: int, workdir: Path) -> list[tuple[Step, Path]]:
-    """An initial load of N rows, then a CDC batch of N/10 changes."""
-    batch = max(3, int(n * CDC_SHARE))
-    changed = [(j * _PERMUTE) % n for j in range(batch)]  # distinct rows (P is prime)
+    """An initial load of N rows, then CDC batches of N/10 and N/100 changes (other rows)."""
+    sizes = [max(3, int(n * share)) for share in CDC_SHARES]
+    order = [(j * _PERMUTE) % n for j in range(min(n, sum(sizes)))]  # distinct (P is prime)
+    batches = [order[sum(sizes[:k]) : sum(sizes[: k + 1])] for k in range(len(sizes))]
 
-    def initial() -> Iterator[dict[str, Any]]:
-        for i in range(n):
-            yield {"id": i, "email": email(i), "audience_key": audience(i)}
+    def after(done: int) -> Callable[[], dict[str, set[str]]]:
+        """The lists after the initial load and the first ``done`` CDC batches (computed
+        when the run is verified: at 10M rows, each is about a GB)."""
 
-    def cdc() -> Iterator[dict[str, Any]]:
+        def expected() -> dict[str, set[str]]:
+            lists: dict[str, set[str]] = {name: set() for name in AUDIENCES}
+            for i in range(n):
+                lists[audience(i)].add(digest(i))
+            for changed in batches[:done]:
+                for j, i in enumerate(changed):
+                    lists[audience(i)].discard(digest(i))
+                    if j % 3 == 0:
+                        lists[audience(i)].add(digest(i, new=True))
+                    elif j % 3 == 1:
+                        lists[audience(i, 1)].add(digest(i))
+            return lists
+
+        return expected
+
+    initial_path = workdir / "initial.jsonl"
+    steps = [
+        (
+            Step(
+                "upsert: initial load",
+                _write(initial_path, _UPSERT_SCHEMA, _initial_rows(n)),
+                after(0),
+                {a: (c, 0) for a, c in Counter(audience(i) for i in range(n)).items()},
+            ),
+            initial_path,
+        )
+    ]
+    for number, (changed, label) in enumerate(zip(batches, CDC_LABELS, strict=True)):
+        adds: Counter[str] = Counter()
+        removes: Counter[str] = Counter()
         for j, i in enumerate(changed):
-            kind = j % 3
-            if kind == 0:  # the row's email changed
-                yield {"id": i, "email": email(i, new=True), "audience_key": audience(i)}
-            elif kind == 1:  # the row moved to another audience
-                yield {"id": i, "email": email(i), "audience_key": audience(i, 1)}
-            else:  # deleted: the replica identity only
-                yield {"id": i, "_sdc_deleted_at": "2026-12-01T00:00:00+00:00"}
-
-    def after_initial() -> dict[str, set[str]]:
-        lists: dict[str, set[str]] = {name: set() for name in AUDIENCES}
-        for i in range(n):
-            lists[audience(i)].add(digest(i))
-        return lists
-
-    def after_cdc() -> dict[str, set[str]]:
-        lists = after_initial()
-        for j, i in enumerate(changed):
-            lists[audience(i)].discard(digest(i))
+            removes[audience(i)] += 1
             if j % 3 == 0:
-                lists[audience(i)].add(digest(i, new=True))
+                adds[audience(i)] += 1
             elif j % 3 == 1:
-                lists[audience(i, 1)].add(digest(i))
-        return lists
+                adds[audience(i, 1)] += 1
+        path = workdir / f"cdc-{number}.jsonl"
+        step = Step(
+            f"upsert: CDC batch ({label})",
+            _write(path, _UPSERT_SCHEMA, _cdc_rows(changed)),
+            after(number + 1),
+            {a: (adds[a], removes[a]) for a in AUDIENCES},
+        )
+        steps.append((step, path))
+    return steps
 
-    adds: Counter[str] = Counter()
-    removes: Counter[str] = Counter()
+
+def _initial_rows(n: int) -> Iterator[dict[str, Any]]:
+    for i in range(n):
+        yield {"id": i, "email": email(i), "audience_key": audience(i)}
+
+
+def _cdc_rows(changed: list[int]) -> Iterator[dict[str, Any]]:
+    """A third change the row's email, a third move it, a third delete it (key only)."""
     for j, i in enumerate(changed):
-        removes[audience(i)] += 1
-        if j % 3 == 0:
-            adds[audience(i)] += 1
-        elif j % 3 == 1:
-            adds[audience(i, 1)] += 1
-    initial_path, cdc_path = workdir / "initial.jsonl", workdir / "cdc.jsonl"
-    first = Step(
-        "upsert: initial load",
-        _write(initial_path, _UPSERT_SCHEMA, initial()),
-        after_initial,
-        {a: (c, 0) for a, c in Counter(audience(i) for i in range(n)).items()},
-    )
-    second = Step(
-        "upsert: CDC batch (N/10)",
-        _write(cdc_path, _UPSERT_SCHEMA, cdc()),
-        after_cdc,
-        {a: (adds[a], removes[a]) for a in AUDIENCES},
-    )
-    return [(first, initial_path), (second, cdc_path)]
+        kind = j % 3
+        if kind == 0:
+            yield {"id": i, "email": email(i, new=True), "audience_key": audience(i)}
+        elif kind == 1:
+            yield {"id": i, "email": email(i), "audience_key": audience(i, 1)}
+        else:
+            yield {"id": i, "_sdc_deleted_at": "2026-12-01T00:00:00+00:00"}
 
 
 def _verify(step: Step, emulator: RunningEmulator, since: int) -> int:
