@@ -62,7 +62,7 @@ CACHE_KIB = 16 * 1024
 """SQLite page cache of the ledger's connection. Measured at 1M and 10M
 (bench/README.md): 16 MiB against 64 MiB kept mirror's peak RSS at 10M within 15% of 1M
 instead of 57% above it, and upsert's 10M initial load and CDC batch were no slower; a
-batch's keys are sorted, so the B-tree is walked in order either way."""
+merge walks its keys in order, so the B-tree is walked in order either way."""
 PAGE_BYTES = 65_536
 """Page size of a new SQLite ledger, SQLite's largest (its default is 4 KiB). Upsert mode
 reads and writes rows at random keys (row ids and digests are hashes) all over tables far
@@ -72,7 +72,9 @@ no slower, and peak RSS was the same (the cache is sized in bytes). SQLite fixes
 page size when it creates it, so a ledger created with 4 KiB pages keeps them and works as
 before."""
 SETTLE_SECONDS = 2.0
-"""At most this long between an acknowledgement and its commit (see Ledger.settling)."""
+"""At most this long between writing an acknowledgement and committing it (see
+Ledger.settling). Upsert mode holds its acknowledgements a while before it writes them
+(RowLedger.write_acknowledged)."""
 
 # Every table, once, for both dialects. {key} is an auto-numbered primary key, {blob} a byte
 # string, {no_rowid} SQLite's clustered-table clause (the primary key is the table).
@@ -102,7 +104,7 @@ _TABLES = {
         "list_key BIGINT NOT NULL, hash {blob} NOT NULL, live_rows BIGINT NOT NULL,"
         " sent SMALLINT NOT NULL DEFAULT 0, PRIMARY KEY (list_key, hash)"
     ),
-    # Upsert mode: the pairs each merged batch flipped, until a checkpoint confirmed that
+    # Upsert mode: the pairs each range of a merge pass flipped, until a checkpoint confirmed that
     # Pinterest acknowledged every request sent before it.
     "ledger_pending_batches": (
         "batch_id {key}, ad_account_id TEXT NOT NULL, pairs {blob} NOT NULL"
@@ -451,11 +453,13 @@ class Ledger:
     def close(self) -> None:
         """Close the connection (a dry run's uncommitted writes are rolled back); idempotent:
         mirror and upsert mode share one ledger and each closes it."""
+        if not self._closed:
+            # Outside the lock: a hook may wait for a thread that waits for the ledger.
+            for write in self._before_close:
+                write()
         with self._lock:
             if self._closed:
                 return
-            for write in self._before_close:
-                write()
             self._closed = True
             if self._dry_run:
                 self._connection.rollback()

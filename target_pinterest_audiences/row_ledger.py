@@ -50,8 +50,8 @@ Pair = tuple[int, bytes]
 """(list key, 32-byte digest)."""
 
 ACKNOWLEDGED_DIGESTS = 200_000
-"""Acknowledged digests held (about 100 bytes each) before they are written; they are
-written at the latest ``SETTLE_SECONDS`` after the last write, and at every checkpoint."""
+"""Acknowledged digests held (about 75 bytes each) before they are written (see
+:meth:`RowLedger.write_acknowledged` for the other occasions)."""
 
 # Statement parameters per IN (...) list: far below both backends' limits. Only "?"
 # placeholders are ever formatted into SQL (hence the S608 waivers).
@@ -90,6 +90,8 @@ class RowLedger:
         self.ledger = ledger
         self._audiences: dict[int, str] = {}
         self._acknowledged_lock = threading.Lock()
+        self._writing = threading.Lock()
+        """Held by the one thread writing acknowledgements (taken before the ledger's)."""
         self._acknowledged: dict[tuple[int, bool], list[bytes]] = defaultdict(list)
         """(list key, added?) -> digests acknowledged and not yet written."""
         self._acknowledged_count = 0
@@ -119,7 +121,7 @@ class RowLedger:
         return name
 
     def counters(self, list_key: int) -> Counters:
-        """Live rows and live members of one list, as of the last committed batch."""
+        """Live rows and live members of one list, as of the last committed merge pass."""
         with self.ledger.transaction() as cursor:
             cursor.execute(
                 self.ledger.sql(
@@ -165,8 +167,14 @@ class RowLedger:
                 self._acknowledged_count >= ACKNOWLEDGED_DIGESTS
                 or time.monotonic() - self._acknowledged_since >= SETTLE_SECONDS
             )
-        if due:
-            self.write_acknowledged()
+        # One writer at a time; the others go back to sending. While the writer waits for
+        # the ledger (a merge pass holds it), acknowledgements gather in one list, not in
+        # one per waiting thread.
+        if due and self._writing.acquire(blocking=False):
+            try:
+                self._write_held()
+            finally:
+                self._writing.release()
 
     def write_acknowledged(self) -> None:
         """Settle the acknowledged pairs held so far, each list's in digest order.
@@ -174,18 +182,27 @@ class RowLedger:
         Held, not written per request: a request's digests are spread over the whole
         table, so writing each request's on its own touched about one page per digest, and
         requests of the same seconds touched the same pages again and again. Written
-        together, sorted, each page is touched once. They join the open transaction, like
-        every acknowledgement (see :meth:`Ledger.settling`): one that a crash loses leaves
-        its pairs uncertain, and the next run sends them again, which is harmless.
+        together, sorted, each page is touched once. They are written when
+        ``ACKNOWLEDGED_DIGESTS`` are held or ``SETTLE_SECONDS`` after the last write (as
+        acknowledgements arrive), before every merge pass, at every checkpoint and when
+        the ledger closes, and they join the open transaction, like every acknowledgement
+        (see :meth:`Ledger.settling`): one that a crash loses leaves its pairs uncertain,
+        and the next run sends them again, which is harmless.
         """
+        with self._writing:
+            self._write_held()
+
+    def _write_held(self) -> None:
         with self._acknowledged_lock:
-            acknowledged, self._acknowledged = self._acknowledged, defaultdict(list)
-            self._acknowledged_count = 0
-            self._acknowledged_since = time.monotonic()
-        if not acknowledged:
-            return
+            if not self._acknowledged_count:
+                return
         sql = self.ledger.sql
         with self.ledger.settling() as cursor:
+            # Taken only now: what arrives while waiting for the ledger is written too.
+            with self._acknowledged_lock:
+                acknowledged, self._acknowledged = self._acknowledged, defaultdict(list)
+                self._acknowledged_count = 0
+                self._acknowledged_since = time.monotonic()
             for (list_key, added), digests in sorted(acknowledged.items()):
                 digests.sort()
                 cursor.executemany(

@@ -48,11 +48,11 @@ from target_pinterest_audiences.upsert_merge import Flips, merge_pass, spilled_r
 logger = logging.getLogger(__name__)
 
 BATCH_ROWS = 1_000_000
-"""Rows merged with the ledger in one pass (:mod:`upsert_merge`). Each pass reads and
-writes about every page of the ledger's upsert tables once, whatever its size (row ids and
-digests are hashes), so fewer, larger passes write less; the rows wait on disk, not in
-memory. A larger pass also waits longer before its first request and holds a longer
-transaction."""
+"""Records (a key's repeats included) merged with the ledger in one pass
+(:mod:`upsert_merge`). Each pass reads and writes about every page of the ledger's upsert
+tables once, whatever its size (row ids and digests are hashes), so fewer, larger passes
+write less; the rows wait on disk, not in memory. A larger pass also waits longer before
+its first request and holds a longer transaction."""
 SPILL_ROWS = 100_000
 """Rows held in memory (about 110 bytes each) before they are written to the spill."""
 

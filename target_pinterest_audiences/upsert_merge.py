@@ -76,6 +76,7 @@ class Flips:
     """What a committed pass asks Pinterest to change."""
 
     requests: PrefixSpill = field(
+        # Read back whole, in the order spilled: the prefix (a list key's top byte) is moot.
         default_factory=lambda: PrefixSpill(prefix_at=0, record_bytes=_SEND_BYTES)
     )
     per_list: dict[int, int] = field(default_factory=lambda: defaultdict(int))
@@ -127,6 +128,9 @@ def merge_pass(
     ``rows_deleted`` (packed list key -> rows deleted from it) and ``touched`` (list keys
     whose pairs changed) are updated for the run's report.
     """
+    # Settled pairs held in memory first: a pass that saw them still uncertain would mark
+    # their flips contested, which only a checkpoint settles.
+    rows.write_acknowledged()
     pair_changes = PrefixSpill(prefix_at=KEY_BYTES, record_bytes=_PAIR_DELTA_BYTES)
     flips = Flips()
     totals = _Totals()

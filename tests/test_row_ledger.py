@@ -16,7 +16,7 @@ from pathlib import Path
 
 import pytest
 
-from target_pinterest_audiences import upsert, upsert_merge
+from target_pinterest_audiences import row_ledger, upsert, upsert_merge
 from target_pinterest_audiences.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -439,7 +439,7 @@ def test_a_rerun_after_a_failed_run_sends_only_what_was_not_acknowledged(
     crashed.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"]), (row(3), ["vip"], ["c"]))
     with pytest.raises(Crash):
         crashed.finish(crash_after=3)  # a and b acknowledged; c applied, not acknowledged
-    crashed.upsert.close()  # the run failed and ended (a SIGKILL may lose the last 2 s)
+    crashed.upsert.close()  # the run failed and ended (a SIGKILL would lose what was not written)
     pinterest.sent.clear()
 
     Run(open_ledger(), pinterest).finish()  # nothing replayed: the tap's STATE moved on
@@ -493,22 +493,43 @@ def test_passes_in_many_ranges_and_blocks_keep_the_lists_equal_to_the_table(
     chooser = random.Random(batch_rows)
     audiences, emails = ["vip", "news", "cart"], [f"user{n}" for n in range(25)]
     table: dict[int, tuple[list[str], list[str]]] = {}
+    merged: dict[int, list[str]] = {}
+    """Each row's audiences as of the last pass (a delete counts against those)."""
     pinterest = FakePinterest()
     for _ in range(4):
         run = Run(open_ledger(), pinterest, batch_rows=batch_rows)
-        for _ in range(60):
+        deleted: dict[str, int] = dict.fromkeys(audiences, 0)
+        this_pass: dict[int, list[str] | None] = {}
+
+        def end_pass(
+            this_pass: dict[int, list[str] | None] = this_pass, deleted: dict[str, int] = deleted
+        ) -> None:
+            for key, now in this_pass.items():
+                if now is None:
+                    for name in merged.pop(key, []):
+                        deleted[name] += 1
+                else:
+                    merged[key] = now
+            this_pass.clear()
+
+        for number in range(60):
             key = chooser.randrange(30)
             if chooser.random() < 0.25:
                 table.pop(key, None)
                 run.delete(row(key))
-                continue
-            state = (
-                chooser.sample(audiences, chooser.choice([0, 1, 1, 1, 2])),
-                chooser.sample(emails, chooser.choice([1, 1, 1, 2])),
-            )
-            table[key] = state
-            run.rows((row(key), *state))
+                this_pass[key] = None  # the key's last record in the pass decides
+            else:
+                state = (
+                    chooser.sample(audiences, chooser.choice([0, 1, 1, 1, 2])),
+                    chooser.sample(emails, chooser.choice([1, 1, 1, 2])),
+                )
+                table[key] = state
+                run.rows((row(key), *state))
+                this_pass[key] = state[0]
+            if (number + 1) % batch_rows == 0:
+                end_pass()
         run.finish()
+        end_pass()
         run.upsert.report()
 
         wanted: dict[str, set[str]] = {}
@@ -521,5 +542,66 @@ def test_passes_in_many_ranges_and_blocks_keep_the_lists_equal_to_the_table(
         for name in audiences:
             counters = run.upsert._report.audience(name).upsert
             if counters is not None:
-                assert counters["live_rows"] == live_rows[name]
-                assert counters["members"] == len(wanted.get(name, ()))
+                assert counters == {
+                    "live_rows": live_rows[name],
+                    "rows_deleted": deleted[name],
+                    "members": len(wanted.get(name, ())),
+                }
+            else:
+                assert deleted[name] == 0
+
+
+def sent_states(ledger: Ledger) -> list[int]:
+    """``sent`` of every live-member entry, as this connection sees it (uncommitted too)."""
+    with ledger.transaction() as cursor:
+        cursor.execute("SELECT sent FROM ledger_live_members ORDER BY hash")
+        return [int(sent) for (sent,) in cursor.fetchall()]
+
+
+def test_acknowledgements_are_held_until_enough_of_them_or_the_next_pass(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinterest = FakePinterest()
+    run = Run(open_ledger(), pinterest)
+    run.rows((row(1), ["vip"], ["a"])).upsert.apply()
+    pinterest.deliver()
+    assert sent_states(run.upsert.rows.ledger) == [1]  # acknowledged, held in memory
+
+    # The next pass writes them first: had it seen the pair still uncertain, it would mark
+    # the removal contested (3), which only a checkpoint settles.
+    run.delete(row(1)).upsert.apply()
+    assert sent_states(run.upsert.rows.ledger) == [1]  # the removal, uncertain
+
+    monkeypatch.setattr(row_ledger, "ACKNOWLEDGED_DIGESTS", 1)
+    pinterest.deliver()  # the removal acknowledged: one is enough to write it
+    assert sent_states(run.upsert.rows.ledger) == []
+
+
+def test_changes_not_handed_over_are_counted_as_failed(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A pass's flips that never reach the uploader stay pending for the next run; the
+    report must not look better than the run (counted across all of the pass's ranges)."""
+    monkeypatch.setattr(upsert_merge, "RANGE_RECORDS", 1)
+
+    class Refusing(FakePinterest):
+        def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
+            raise Crash  # the run has already failed
+
+    run = Run(open_ledger(), Refusing())
+    run.rows((row(1), ["vip"], ["a", "b", "e", "f"]), (row(2), ["news"], ["c"]))
+    with pytest.raises(Crash):
+        run.upsert.apply()
+    assert run.upsert._report.audience("vip").failed == 4
+    assert run.upsert._report.audience("news").failed == 1
+
+    stopped = Run(open_ledger(), FakePinterest())
+    stopped.rows((row(3), ["vip"], ["d"])).delete(row(2))
+    stopped.upsert.abandon()  # a stop before sending: merged, pending, counted
+    assert stopped.upsert._report.audience("vip").failed == 1
+    assert stopped.upsert._report.audience("news").failed == 1
+    stopped.upsert.close()
+
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).finish()  # the next run sends what was left
+    assert pinterest.members() == expect(vip=["a", "b", "d", "e", "f"])
