@@ -25,7 +25,7 @@ from target_pinterest_audiences.ledger import (
     SQLiteLedger,
 )
 from target_pinterest_audiences.report import RunReport
-from target_pinterest_audiences.row_ledger import pack, unpack
+from target_pinterest_audiences.row_ledger import in_lists, pack, unpack
 from target_pinterest_audiences.upsert import UpsertSync
 
 ACCOUNT = "549755885175"
@@ -605,3 +605,16 @@ def test_changes_not_handed_over_are_counted_as_failed(
     pinterest = FakePinterest()
     Run(open_ledger(), pinterest).finish()  # the next run sends what was left
     assert pinterest.members() == expect(vip=["a", "b", "d", "e", "f"])
+
+
+def test_in_lists_have_few_lengths_and_lose_nothing() -> None:
+    """Each distinct length is a statement compiled and cached: at most 13 of them."""
+    lengths: set[int] = set()
+    for count in [1, 2, 3, 100, 4096, 4097, 9000, *range(5, 300, 7)]:
+        values = [n.to_bytes(4, "big") for n in range(count)]
+        chunks = list(in_lists(values))
+        assert set().union(*map(set, chunks)) == set(values)
+        assert sum(len(set(chunk)) for chunk in chunks) == count  # no value in two chunks
+        lengths.update(len(chunk) for chunk in chunks)
+    assert all(length & (length - 1) == 0 for length in lengths)
+    assert max(lengths) == 4096
