@@ -11,6 +11,7 @@ from __future__ import annotations
 import hashlib
 import random
 import sqlite3
+import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -618,3 +619,30 @@ def test_in_lists_have_few_lengths_and_lose_nothing() -> None:
         lengths.update(len(chunk) for chunk in chunks)
     assert all(length & (length - 1) == 0 for length in lengths)
     assert max(lengths) == 4096
+
+
+def test_a_full_hold_waits_for_the_writer_instead_of_growing(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Due by time, a thread that finds another writing goes back to sending; with the
+    hold full it waits, so what is held stays near the limit while a write is slow."""
+    pinterest = FakePinterest()
+    run = Run(open_ledger(), pinterest)
+    run.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"])).upsert.apply()
+    rows = run.upsert.rows
+    monkeypatch.setattr(row_ledger, "ACKNOWLEDGED_DIGESTS", 1)
+    key = rows.list_key("vip")
+    rows._writing.acquire()  # another thread is writing
+    done = threading.Event()
+
+    def acknowledge() -> None:
+        rows.confirm_added(key, [bytes.fromhex(h("a"))])
+        done.set()
+
+    thread = threading.Thread(target=acknowledge)
+    thread.start()
+    assert not done.wait(0.3)  # waits for the writer
+    rows._writing.release()
+    assert done.wait(5)
+    thread.join()
+    assert sorted(sent_states(rows.ledger)) == [1, 2]  # a written, b still outstanding
