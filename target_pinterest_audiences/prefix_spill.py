@@ -23,8 +23,8 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
-PREFIXES = 256
-"""Values of a prefix byte."""
+from target_pinterest_audiences.snapshot import PREFIXES as PREFIXES  # re-exported
+from target_pinterest_audiences.snapshot import prefix_groups
 
 _LENGTH = struct.Struct(">I")
 
@@ -133,8 +133,5 @@ def prefix_ranges(records: int, per_range: int) -> list[tuple[int, int]]:
 
     Prefixes of hashes are spread evenly, so equal ranges hold about equal records.
     """
-    ranges = 1
-    while ranges < PREFIXES and records > ranges * per_range:
-        ranges *= 2
-    step = PREFIXES // ranges
+    step = PREFIXES // prefix_groups(records, per_range)  # mirror's snapshot splits the same way
     return [(low, low + step) for low in range(0, PREFIXES, step)]

@@ -15,8 +15,8 @@ and removed when it goes back to 0, so
 Records are spilled to a temporary file as they come and merged with the ledger one pass
 at a time (:mod:`upsert_merge`; the last record of a key wins), in one transaction that also
 marks the pairs it flips uncertain and records them as pending, before their requests are
-sent; each acknowledgement settles its
-pairs, and a checkpoint (every request acknowledged, then STATE) clears the pending record.
+sent; each acknowledgement settles its pairs, and a checkpoint (every request acknowledged,
+then STATE) clears the pending record.
 A run starts by re-sending the wanted state of every pending pair a crashed run left
 unsettled (not what was acknowledged), so SIGKILL at any point and a re-run converge, and
 STATE stays at-least-once.
