@@ -133,7 +133,12 @@ class Uploader:
     # Main thread: accepting changes ---------------------------------------------------
 
     def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
-        """Record that the users ``hashes`` should (not) be in ``audience``."""
+        """Record that the users ``hashes`` should (not) be in ``audience``.
+
+        Every hash is in a pending set before anything here can raise (an earlier request
+        failed, the list cannot be looked up), so each is counted exactly once: as
+        acknowledged, as not needed, or as failed by :meth:`close`.
+        """
         state = self._audiences.get(audience) or self._state(audience)
         if not member and state.added is not None:
             self._remove_from_new_list(state, hashes)

@@ -61,7 +61,12 @@ class Sender(Protocol):
     """What upsert mode needs from the uploader (:class:`uploader.Uploader` is one)."""
 
     def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
-        """Queue adding (``member``) or removing ``hashes`` in ``audience``'s list."""
+        """Queue adding (``member``) or removing ``hashes`` in ``audience``'s list.
+
+        From the call on, the sender accounts for every one of ``hashes``: acknowledged,
+        or counted as failed (at its close at the latest), also when this call raises
+        because an earlier request failed. The caller must not count them again.
+        """
 
     def resolve(self, audience: str) -> str | None:
         """The id of ``audience``'s list on Pinterest, or None if it has none."""
@@ -156,11 +161,12 @@ class UpsertSync:
     def _merge(self) -> Flips:
         """Commit this pass's rows to the ledger; return what flipped."""
         try:
-            return merge_pass(
-                self.rows, self._spilled, rows_deleted=self._rows_deleted, touched=self._touched
-            )
+            flips = merge_pass(self.rows, self._spilled, touched=self._touched)
         finally:
             self._spilled.clear()
+        for key, count in flips.rows_deleted.items():  # committed: now they count
+            self._rows_deleted[key] += count
+        return flips
 
     # Sending -------------------------------------------------------------------------
 
@@ -196,8 +202,9 @@ class UpsertSync:
                     self._modes.claim(audience, UPSERT, "(rows in the upsert ledger)")
                 for start in range(0, len(digests), CHUNK_ROWS):
                     chunk = digests[start : start + CHUNK_ROWS]
-                    uploader.change(audience, [digest.hex() for digest in chunk], member)
+                    # From here on the uploader accounts for the chunk, even if this raises.
                     left[key] -= len(chunk)
+                    uploader.change(audience, [digest.hex() for digest in chunk], member)
         except BaseException:
             self._count_failed(left)
             raise

@@ -81,6 +81,10 @@ class Flips:
     )
     per_list: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     """List key -> identifiers to add or remove in it."""
+    rows_deleted: dict[bytes, int] = field(default_factory=lambda: defaultdict(int))
+    """Packed list key -> rows a delete took out of that audience in this pass. Returned
+    with the flips, not added to the run's count as the pass goes: a pass that rolls back
+    deleted nothing."""
 
     def changes(self, chunk: int) -> Iterator[tuple[int, bool, list[bytes]]]:
         """(list key, add?, digests) in chunks of at most ``chunk`` digests."""
@@ -120,13 +124,11 @@ def merge_pass(
     rows: RowLedger,
     spilled: PrefixSpill,
     *,
-    rows_deleted: dict[bytes, int],
     touched: set[int],
 ) -> Flips:
     """Merge the spilled rows with the ledger and commit; return what flipped.
 
-    ``rows_deleted`` (packed list key -> rows deleted from it) and ``touched`` (list keys
-    whose pairs changed) are updated for the run's report.
+    ``touched`` (list keys whose pairs changed) is updated for the run's report.
     """
     # Settled pairs held in memory first: a pass that saw them still uncertain would mark
     # their flips contested, which only a checkpoint settles.
@@ -137,7 +139,7 @@ def merge_pass(
     try:
         with rows.merging() as merge:
             for low, high in prefix_ranges(spilled.records, RANGE_RECORDS):
-                _merge_rows(merge, spilled.read(low, high), pair_changes, totals, rows_deleted)
+                _merge_rows(merge, spilled.read(low, high), pair_changes, totals, flips)
             for low, high in prefix_ranges(pair_changes.records, RANGE_RECORDS):
                 _merge_pairs(merge, pair_changes.read(low, high), flips, totals, touched)
             merge.update_lists(totals.by_list_key())
@@ -154,7 +156,7 @@ def _merge_rows(
     records: Iterator[bytes],
     pair_changes: PrefixSpill,
     totals: _Totals,
-    rows_deleted: dict[bytes, int],
+    flips: Flips,
 ) -> None:
     """Phase 1 for one range of row ids: write the rows, spill their pairs' changes."""
     latest: dict[bytes, bytes] = {}
@@ -166,6 +168,7 @@ def _merge_rows(
     deltas: dict[bytes, int] = defaultdict(int)
     """Packed pair -> change of its live-row count."""
     list_rows = totals.live_rows
+    rows_deleted = flips.rows_deleted
     written: list[tuple[bytes, bytes]] = []
     emptied: list[bytes] = []
     for row_id in row_ids:
@@ -195,7 +198,7 @@ def _merge_rows(
         for key in old_lists - new_lists:
             list_rows[key] -= 1
             if record[_FLAG_AT] == DELETED[0]:
-                rows_deleted[key] = rows_deleted.get(key, 0) + 1
+                rows_deleted[key] += 1
     del latest, stored, row_ids
     merge.write_rows(written, emptied)
     pack = _DELTA.pack

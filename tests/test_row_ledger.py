@@ -18,6 +18,7 @@ from pathlib import Path
 import pytest
 
 from target_pinterest_audiences import row_ledger, upsert, upsert_merge
+from target_pinterest_audiences.errors import PinterestAPIError, SyncFailedError
 from target_pinterest_audiences.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -27,6 +28,7 @@ from target_pinterest_audiences.ledger import (
 )
 from target_pinterest_audiences.report import RunReport
 from target_pinterest_audiences.row_ledger import in_lists, pack, unpack
+from target_pinterest_audiences.uploader import Uploader
 from target_pinterest_audiences.upsert import UpsertSync
 
 ACCOUNT = "549755885175"
@@ -586,8 +588,8 @@ def test_changes_not_handed_over_are_counted_as_failed(
     monkeypatch.setattr(upsert_merge, "RANGE_RECORDS", 1)
 
     class Refusing(FakePinterest):
-        def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
-            raise Crash  # the run has already failed
+        def resolve(self, audience: str) -> str | None:
+            raise Crash  # the list cannot be looked up: nothing reaches the uploader
 
     run = Run(open_ledger(), Refusing())
     run.rows((row(1), ["vip"], ["a", "b", "e", "f"]), (row(2), ["news"], ["c"]))
@@ -606,6 +608,77 @@ def test_changes_not_handed_over_are_counted_as_failed(
     pinterest = FakePinterest()
     Run(open_ledger(), pinterest).finish()  # the next run sends what was left
     assert pinterest.members() == expect(vip=["a", "b", "d", "e", "f"])
+
+
+class RefusingLists:
+    """Pinterest with one list, ``vip``, that refuses every update for good (HTTP 404)."""
+
+    def ids_by_name(self) -> dict[str, list[str]]:
+        return {"vip": ["1"]}
+
+    def audience_ids_by_list(self) -> dict[str, str]:
+        return {"1": "11"}
+
+    def update(self, list_id: str, operation: str, records: list[str]) -> None:
+        raise PinterestAPIError("PATCH /customer_lists/1 failed: 404", status=404)
+
+
+def test_changes_the_uploader_took_are_counted_failed_once(open_ledger: LedgerFactory) -> None:
+    """Handing a pass's flips to an uploader whose earlier request failed raises inside
+    ``change``, after the uploader took them: it counts them at its close, so upsert must
+    not count them as well (5 flips were once reported as 10 failed)."""
+    report = RunReport()
+    uploader = Uploader(
+        RefusingLists(),  # type: ignore[arg-type]
+        report,
+        records_per_request=1,
+        max_parallel_requests=1,
+    )
+    upsert_sync = UpsertSync(open_ledger(), report, dry_run=False)
+    upsert_sync.attach(uploader)
+    try:
+        uploader.change("vip", [h("earlier")], member=True)
+        with pytest.raises(SyncFailedError):
+            uploader.flush()  # the earlier request failed: 1 failed
+        for n, name in enumerate(["a", "b", "c", "d", "e"]):
+            upsert_sync.record(row(n), ["vip"], [h(name)], deleted=False)
+        with pytest.raises(SyncFailedError):
+            upsert_sync.apply()
+    finally:
+        uploader.close()
+        upsert_sync.close()
+    assert report.audience("vip").failed == 1 + 5
+
+
+def test_a_pass_that_rolls_back_counts_no_deletes(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).rows((row(1), ["vip"], ["a"])).finish()
+
+    def fail(*args: object) -> None:
+        raise OSError("disk full")
+
+    failed = Run(open_ledger(), pinterest).delete(row(1))
+    monkeypatch.setattr(row_ledger.MergeTransaction, "update_lists", fail)  # the pass's end
+    with pytest.raises(OSError, match="disk full"):
+        failed.upsert.apply()
+    failed.upsert.report()
+    assert failed.upsert._report.audience("vip").upsert == {
+        "live_rows": 1,
+        "rows_deleted": 0,  # the delete never reached the ledger
+        "members": 1,
+    }
+
+    monkeypatch.undo()
+    rerun = Run(open_ledger(), pinterest).delete(row(1))
+    rerun.finish()
+    rerun.upsert.report()
+    assert rerun.upsert._report.audience("vip").upsert == {
+        "live_rows": 0,
+        "rows_deleted": 1,
+        "members": 0,
+    }
 
 
 def test_in_lists_have_few_lengths_and_lose_nothing() -> None:

@@ -47,9 +47,8 @@ def test_a_pass_returns_each_lists_flips_in_digest_order(rows: RowLedger) -> Non
         spilled_row(digest(f"row {n}"), pair(vip if n % 2 else news, name), deleted=False)
         for n, name in enumerate(names)
     ]
-    deleted: dict[bytes, int] = {}
     touched: set[int] = set()
-    flips = merge_pass(rows, spill(*records), rows_deleted=deleted, touched=touched)
+    flips = merge_pass(rows, spill(*records), touched=touched)
 
     changes = list(flips.changes(chunk=3))
     assert all(member for _, member, _ in changes)
@@ -65,7 +64,7 @@ def test_a_pass_returns_each_lists_flips_in_digest_order(rows: RowLedger) -> Non
     flips.close()
 
     # The same rows again: a replay flips nothing.
-    again = merge_pass(rows, spill(*records), rows_deleted=deleted, touched=touched)
+    again = merge_pass(rows, spill(*records), touched=touched)
     assert list(again.changes(chunk=3)) == []
 
 
@@ -82,12 +81,12 @@ def test_a_pass_that_fails_half_way_leaves_the_ledger_as_it_was(
 
     monkeypatch.setattr(upsert_merge, "_merge_pairs", fail)
     with pytest.raises(OSError, match="disk full"):
-        merge_pass(rows, spill(*records), rows_deleted={}, touched=set())
+        merge_pass(rows, spill(*records), touched=set())
     assert stored_rows(rows) == 0
     assert list(rows.pending()) == []
 
     monkeypatch.undo()
-    flips = merge_pass(rows, spill(*records), rows_deleted={}, touched=set())
+    flips = merge_pass(rows, spill(*records), touched=set())
     assert [(key, member) for key, member, _ in flips.changes(chunk=10)] == [(vip, True)]
     assert stored_rows(rows) == 1
     assert len(list(rows.pending())) == 1
@@ -96,18 +95,13 @@ def test_a_pass_that_fails_half_way_leaves_the_ledger_as_it_was(
 def test_a_delete_counts_for_each_audience_the_row_leaves(rows: RowLedger) -> None:
     vip, news = rows.list_key("vip"), rows.list_key("news")
     both = b"".join(sorted([pair(vip, "a"), pair(news, "a")]))
-    merge_pass(
-        rows, spill(spilled_row(digest("r"), both, deleted=False)), rows_deleted={}, touched=set()
-    )
+    merge_pass(rows, spill(spilled_row(digest("r"), both, deleted=False)), touched=set())
 
-    deleted: dict[bytes, int] = {}
-    flips = merge_pass(
-        rows,
-        spill(spilled_row(digest("r"), b"", deleted=True)),
-        rows_deleted=deleted,
-        touched=set(),
-    )
-    assert deleted == {vip.to_bytes(KEY_BYTES, "big"): 1, news.to_bytes(KEY_BYTES, "big"): 1}
+    flips = merge_pass(rows, spill(spilled_row(digest("r"), b"", deleted=True)), touched=set())
+    assert flips.rows_deleted == {
+        vip.to_bytes(KEY_BYTES, "big"): 1,
+        news.to_bytes(KEY_BYTES, "big"): 1,
+    }
     assert sorted((key, member) for key, member, _ in flips.changes(chunk=10)) == [
         (min(vip, news), False),
         (max(vip, news), False),
