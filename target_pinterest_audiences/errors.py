@@ -71,6 +71,10 @@ class RemovalGuardError(TargetError):
     """Mirror mode would remove more of an audience than the configured fraction."""
 
 
+class ScratchSpaceError(TargetError):
+    """A temporary file could not be written (its disk is full, or a file-size limit)."""
+
+
 class TerminationRequestedError(BaseException):
     """SIGTERM/SIGINT arrived: unwind to the CLI entry point, which stops cleanly.
 

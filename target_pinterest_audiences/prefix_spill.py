@@ -23,10 +23,12 @@ import tempfile
 from collections.abc import Iterator
 from typing import IO
 
+from target_pinterest_audiences import scratch
 from target_pinterest_audiences.snapshot import PREFIXES as PREFIXES  # re-exported
 from target_pinterest_audiences.snapshot import prefix_groups
 
 _LENGTH = struct.Struct(">I")
+_WHAT = "upsert mode's temporary file (rows wait there for their merge, about 70 bytes each)"
 
 
 class PrefixSpill:
@@ -77,11 +79,13 @@ class PrefixSpill:
             data = b"".join(part for record in buffer for part in (length(len(record)), record))
         else:
             data = b"".join(buffer)
-        if self._file is None:
-            # Scratch data, rebuilt from the input by any re-run: never synced.
-            self._file = tempfile.TemporaryFile(prefix="target-pinterest-audiences-spill-")  # noqa: SIM115
-        self._file.seek(self._size)
-        self._file.write(data)
+        with scratch.writing(_WHAT):
+            if self._file is None:
+                # Scratch data, rebuilt from the input by any re-run: never synced.
+                self._file = tempfile.TemporaryFile(prefix="target-pinterest-audiences-spill-")  # noqa: SIM115
+            self._file.seek(self._size)
+            self._file.write(data)
+            self._file.flush()  # a full disk says so here, not in a later read
         self._size += len(data)
         self._blocks.append(offsets)
 
@@ -118,14 +122,18 @@ class PrefixSpill:
         self._size = 0
         self.records = 0
         if self._file is not None:
-            self._file.truncate(0)
+            try:
+                self._file.truncate(0)
+            except OSError:  # its buffer holds a failed write's bytes: the next gets a new file
+                scratch.close_quietly(self._file)
+                self._file = None
 
     def close(self) -> None:
         """Delete the file."""
-        self.clear()
         if self._file is not None:
-            self._file.close()
+            scratch.close_quietly(self._file)
             self._file = None
+        self.clear()
 
 
 def prefix_ranges(records: int, per_range: int) -> list[tuple[int, int]]:

@@ -251,8 +251,8 @@ class RunReport:
                 f"Run FAILED: {unacknowledged} identifier changes read were not acknowledged "
                 f"by Pinterest (counted as FAILED above): {self.error}"
                 if unacknowledged
-                else "Run FAILED (every identifier change read was acknowledged by "
-                f"Pinterest): {self.error}"
+                else "Run FAILED (none counted as FAILED: every identifier change sent was "
+                f"acknowledged by Pinterest): {self.error}"
             )
         return lines
 

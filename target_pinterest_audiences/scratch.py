@@ -1,4 +1,4 @@
-"""Scratch folders that never outlive their run, even one killed with SIGKILL.
+"""Scratch data: folders that never outlive their run, and writes that fail clearly.
 
 Mirror mode keeps its snapshot in a temporary folder. Every normal exit path removes it,
 but a SIGKILLed (or OOM-killed) run cannot, and a 10M-member snapshot left in ``/tmp`` by
@@ -9,6 +9,10 @@ of this prefix whose lock it can take: those are provably stale. A folder whose 
 held belongs to a live run (also one in another PID namespace sharing the temp directory)
 and is never touched, and neither is a folder younger than a minute (its owner may not have
 taken the lock yet) or one without a lock file (not ours to judge).
+
+Scratch data is large (a snapshot or a pass of upsert rows), and a full temporary
+directory is the fault a user meets most: :func:`writing` turns its ``OSError`` into a
+message that names the directory and the fix instead of a traceback.
 """
 
 from __future__ import annotations
@@ -20,8 +24,12 @@ import sys
 import tempfile
 import time
 import weakref
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import IO
+
+from target_pinterest_audiences.errors import ScratchSpaceError
 
 if sys.platform != "win32":  # Windows has no flock: no stale-folder cleaning there
     import fcntl
@@ -106,3 +114,37 @@ def _owner_is_gone(lock_path: Path) -> bool:
         except BlockingIOError:
             return False
         return True
+
+
+@contextmanager
+def writing(what: str) -> Iterator[None]:
+    """Scratch writes inside: an ``OSError`` becomes a :class:`ScratchSpaceError`.
+
+    Its message names ``what`` was being written, the directory, and the fix. It says
+    nothing is lost because it is so: scratch data is rebuilt from the input, and the run
+    stops before STATE moves past the records it held, so the re-run reads them again.
+    """
+    try:
+        yield
+    except OSError as exc:
+        reason = exc.strerror or type(exc).__name__  # never the file name: ours, but noise
+        msg = (
+            f"Cannot write {what} in the temporary directory {tempfile.gettempdir()} "
+            f"({reason}). Free space there, or set TMPDIR to a directory on a disk with "
+            "room, and run again: nothing is lost, the records after the last STATE are "
+            "read again"
+        )
+        raise ScratchSpaceError(msg) from exc
+
+
+def close_quietly(file: IO[bytes]) -> None:
+    """Close a scratch file whose data is no longer wanted, even after a failed write.
+
+    Closing flushes the buffer, and after a write failed (full disk) it still holds the
+    bytes that did not fit: the flush fails again. The file is closed all the same, and
+    its data is scratch, so that second failure is dropped instead of hiding the first.
+    """
+    try:
+        file.close()
+    except OSError as exc:
+        logger.debug("Dropped unwritten scratch data on close: %s", exc.strerror)

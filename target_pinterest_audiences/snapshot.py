@@ -35,6 +35,7 @@ from target_pinterest_audiences import scratch
 
 SNAPSHOT_FOLDER_PREFIX = "target-pinterest-audiences-snapshot-"
 """Snapshot folders in the temp directory are named ``<prefix><pid>-<random>``."""
+_WHAT = "mirror mode's snapshot (33 bytes per identifier)"
 
 SPILL_ENTRIES = 200_000
 """Entries buffered in memory (about 15 MB) before they are written to the scratch file."""
@@ -87,9 +88,10 @@ class Snapshot:
     def __init__(self) -> None:
         # Folders of runs that were killed (SIGKILL, OOM) go first; see ``scratch``.
         scratch.remove_stale(SNAPSHOT_FOLDER_PREFIX)
-        self._directory = scratch.ScratchDirectory(SNAPSHOT_FOLDER_PREFIX)
-        # Scratch data, rebuilt from the input on any re-run: never synced.
-        self._file: IO[bytes] = open(self._directory.path / "snapshot.bin", "w+b")  # noqa: SIM115
+        with scratch.writing(_WHAT):
+            self._directory = scratch.ScratchDirectory(SNAPSHOT_FOLDER_PREFIX)
+            # Scratch data, rebuilt from the input on any re-run: never synced.
+            self._file: IO[bytes] = open(self._directory.path / "snapshot.bin", "w+b")  # noqa: SIM115
         self._size = 0
         self._pending: dict[str, tuple[list[bytes], bytearray]] = {}
         self._pending_entries = 0
@@ -131,6 +133,10 @@ class Snapshot:
 
     def _spill(self) -> None:
         """Write every buffer to the scratch file, split by prefix, and empty the buffers."""
+        with scratch.writing(_WHAT):
+            self._spill_buffers()
+
+    def _spill_buffers(self) -> None:
         for audience, (digests, flags) in self._pending.items():
             count = len(digests)
             if not count:
@@ -187,7 +193,8 @@ class Snapshot:
         """
         if self._pending:
             self._spill()
-        self._file.flush()
+        with scratch.writing(_WHAT):
+            self._file.flush()
         shift = group_shift(groups)
         chunks = self._chunks.get(audience, [])
         by_group: list[list[int]] = [[] for _ in range(groups)]
@@ -240,5 +247,5 @@ class Snapshot:
 
     def close(self) -> None:
         """Delete the scratch file and its folder."""
-        self._file.close()
+        scratch.close_quietly(self._file)
         self._directory.close()

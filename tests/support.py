@@ -111,8 +111,13 @@ def run_target(
     args: list[str] | None = None,
     env: dict[str, str] | None = None,
     timeout: float = 120,
+    max_file_bytes: int | None = None,
 ) -> Run:
-    """Run the console script with ``config``, feeding ``messages`` on stdin."""
+    """Run the console script with ``config``, feeding ``messages`` on stdin.
+
+    ``max_file_bytes`` limits the size of every file the process writes (``ulimit -f``):
+    a write past it fails with ``OSError`` as on a full disk, for any user, without a mount.
+    """
     config_path = tmp_path / f"config-{os.getpid()}-{len(list(tmp_path.iterdir()))}.json"
     config_path.write_text(json.dumps(config), encoding="utf-8")
     lines = [m if isinstance(m, str) else json.dumps(m) for m in messages]
@@ -124,8 +129,17 @@ def run_target(
         timeout=timeout,
         env={**os.environ, **(env or {})},
         check=False,
+        preexec_fn=None if max_file_bytes is None else lambda: _limit_files(max_file_bytes),
     )
     return Run(completed.returncode, completed.stdout, completed.stderr)
+
+
+def _limit_files(max_bytes: int) -> None:
+    """In the child, before exec: files may not grow past ``max_bytes`` (Python ignores
+    SIGXFSZ, so an oversized write raises instead of killing the process)."""
+    import resource
+
+    resource.setrlimit(resource.RLIMIT_FSIZE, (max_bytes, max_bytes))
 
 
 def lists_by_name(emulator: Emulator) -> dict[str, dict[str, Any]]:

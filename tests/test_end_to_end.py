@@ -417,7 +417,7 @@ def test_a_failed_audience_creation_is_not_counted_as_failed_identifiers(
     assert members_by_name(emulator) == {"vip": {sha("a@example.com")}}
     assert "add 1" in run.stderr
     assert not re.search(r"FAILED \d+ identifiers", run.stderr), run.stderr
-    assert "Run FAILED (every identifier change read was acknowledged" in run.stderr
+    assert "Run FAILED (none counted as FAILED: every identifier change sent was" in run.stderr
     assert "POST /ad_accounts/549755885175/audiences failed" in run.stderr
 
 

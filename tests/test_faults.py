@@ -335,3 +335,58 @@ def test_without_the_store_a_rotated_refresh_token_is_lost(
 
     assert second.returncode == 1
     assert "token_store_path" in second.stderr  # the advice says how to avoid this
+
+
+@pytest.mark.parametrize("sync_mode", ["upsert", "mirror"])
+def test_a_full_temporary_directory_stops_the_run_clearly_and_a_rerun_converges(
+    emulator: Emulator, tmp_path: Path, sync_mode: str
+) -> None:
+    """Upsert rows and mirror snapshots wait in TMPDIR. When it cannot take them, the user
+    reads which directory, why and what to do, not a traceback; nothing half-merged is
+    sent, no STATE moves, and the same input run again converges.
+
+    A file-size limit stands in for the full disk (the same OSError on write, for any user,
+    without mounting one): 2 MiB lets the ledger open (its first writes stay under it) and
+    refuses the temporary file of 120,000 rows (upsert mode: the first block of 100,000
+    rows, 7 MB, written while reading; mirror mode: the 4 MB snapshot, before its merge).
+    """
+    users = [f"t{n}@example.com" for n in range(120_000)]
+    messages: list[dict[str, Any] | str] = [
+        schema("people", "id", "email", "audience_key", key_properties=["id"])
+    ]
+    messages += [
+        record("people", id=str(n), email=u, audience_key="vip") for n, u in enumerate(users)
+    ]
+    messages.append(state({"lsn": 1}))
+    config = emulator_config(
+        emulator,
+        sync_mode=sync_mode,
+        ledger_path=str(tmp_path / "ledger.sqlite3"),
+        report_path=str(tmp_path / "report.json"),
+        records_per_request=1900,
+    )
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+
+    full = run_target(
+        tmp_path, config, messages, env={"TMPDIR": str(temp)}, max_file_bytes=2 * 1024 * 1024
+    )
+
+    assert full.returncode == 1
+    assert full.state_lines == []
+    assert emulator.requests() == [] or all(
+        entry["operation_type"] not in {"CREATE", "ADD", "REMOVE"} for entry in emulator.requests()
+    )
+    assert "Traceback" not in full.stderr
+    assert f"in the temporary directory {temp} (File too large)" in full.stderr
+    assert "set TMPDIR to a directory on a disk with room" in full.stderr
+    report = json.loads((tmp_path / "report.json").read_text())
+    assert report["outcome"] == "failed"
+    assert report["error"].startswith("Cannot write ")
+
+    rerun = run_target(tmp_path, config, messages, env={"TMPDIR": str(temp)})
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.state_lines == [{"lsn": 1}]
+    assert members_by_name(emulator) == {"vip": {sha(u) for u in users}}
+    assert list(temp.iterdir()) == []  # nothing left behind by either run

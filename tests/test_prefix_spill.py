@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import errno
+import io
 import random
+import tempfile
 
 import pytest
 
+from target_pinterest_audiences.errors import ScratchSpaceError
 from target_pinterest_audiences.prefix_spill import PREFIXES, PrefixSpill, prefix_ranges
 
 
@@ -74,3 +78,76 @@ def test_ranges_cover_every_prefix_once(count: int, per_range: int, expected: in
     ranges = prefix_ranges(count, per_range)
     assert len(ranges) == expected
     assert [value for low, high in ranges for value in range(low, high)] == list(range(PREFIXES))
+
+
+class FullDisk(io.RawIOBase):
+    """A file on a disk with room for ``room`` bytes: a write past them fails, as on ENOSPC."""
+
+    def __init__(self, room: int) -> None:
+        self._data = bytearray()
+        self._position = 0
+        self._room = room
+
+    def readable(self) -> bool:
+        return True
+
+    def writable(self) -> bool:
+        return True
+
+    def seekable(self) -> bool:
+        return True
+
+    def seek(self, offset: int, whence: int = io.SEEK_SET) -> int:
+        base = {io.SEEK_SET: 0, io.SEEK_CUR: self._position, io.SEEK_END: len(self._data)}
+        self._position = base[whence] + offset
+        return self._position
+
+    def write(self, data: object) -> int:
+        chunk = bytes(data)  # type: ignore[call-overload]
+        if self._position + len(chunk) > self._room:
+            raise OSError(errno.ENOSPC, "No space left on device")
+        self._data[self._position : self._position + len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+    def readinto(self, buffer: object) -> int:
+        view = memoryview(buffer)  # type: ignore[arg-type]
+        chunk = self._data[self._position : self._position + len(view)]
+        view[: len(chunk)] = chunk
+        self._position += len(chunk)
+        return len(chunk)
+
+    def truncate(self, size: int | None = None) -> int:
+        del self._data[size or 0 :]
+        return len(self._data)
+
+
+def test_a_full_disk_is_a_clear_error_and_the_spill_can_still_be_cleared_and_closed(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    disks: list[FullDisk] = []
+
+    def temporary_file(**_: object) -> io.BufferedRandom:
+        disks.append(FullDisk(room=1000))
+        return io.BufferedRandom(disks[-1])  # the failed block stays in its buffer
+
+    monkeypatch.setattr(tempfile, "TemporaryFile", temporary_file)  # as prefix_spill calls it
+    spill = PrefixSpill(prefix_at=0, record_bytes=40, block_records=10)  # 400-byte blocks
+    for record in records(26, seed=3, fixed=40):  # two blocks fit, not the 6 records more
+        spill.add(record)
+    with pytest.raises(ScratchSpaceError) as raised:
+        spill.flush()
+    message = str(raised.value)
+    assert (
+        f"in the temporary directory {tempfile.gettempdir()} (No space left on device)" in message
+    )
+    assert "set TMPDIR" in message
+    assert isinstance(raised.value.__cause__, OSError)
+
+    spill.clear()  # what a failed pass does: no second error from the unwritten bytes
+    kept = records(5, seed=4, fixed=40)
+    for record in kept:
+        spill.add(record)
+    assert sorted(spill.read(0, PREFIXES)) == sorted(kept)
+    assert len(disks) == 2  # the cleared spill started a new file
+    spill.close()
