@@ -73,8 +73,8 @@ page size when it creates it, so a ledger created with 4 KiB pages keeps them an
 before."""
 SETTLE_SECONDS = 2.0
 """At most this long between writing an acknowledgement and committing it (see
-Ledger.settling). Upsert mode holds its acknowledgements a while before it writes them
-(RowLedger.write_acknowledged)."""
+Ledger.settling). Upsert mode holds its acknowledgements until its next merge pass or
+checkpoint before it writes them (RowLedger.write_acknowledged)."""
 
 # Every table, once, for both dialects. {key} is an auto-numbered primary key, {blob} a byte
 # string, {no_rowid} SQLite's clustered-table clause (the primary key is the table).

@@ -21,22 +21,22 @@ drops the pending batches. After a crash the next run looks at the pairs of the 
 batches and re-sends the wanted state of every one not settled, so SIGKILL at any point and
 a re-run converge, without re-sending what was acknowledged.
 
-The main thread writes rows, live counts and pending batches; request threads hold
-acknowledgements and write them together, sorted (:meth:`RowLedger.write_acknowledged`).
-Every write takes the ledger's lock.
+The main thread writes rows, live counts and pending batches, and the acknowledgements
+that request threads hold until then, together and sorted
+(:meth:`RowLedger.write_acknowledged`). Every write takes the ledger's lock.
 """
 
 from __future__ import annotations
 
 import threading
-import time
-from collections import defaultdict
 from collections.abc import Iterable, Iterator, Sequence
 from contextlib import contextmanager
 from dataclasses import dataclass
+from itertools import groupby
 from typing import Any
 
-from target_pinterest_audiences.ledger import SETTLE_SECONDS, Ledger
+from target_pinterest_audiences.ledger import Ledger
+from target_pinterest_audiences.prefix_spill import PrefixSpill, prefix_ranges
 
 PAIR_BYTES = 36
 KEY_BYTES = 4
@@ -49,9 +49,19 @@ OPEN = frozenset({UNCERTAIN, CONTESTED})
 Pair = tuple[int, bytes]
 """(list key, 32-byte digest)."""
 
-ACKNOWLEDGED_DIGESTS = 200_000
-"""Acknowledged digests held (about 75 bytes each) before they are written (see
-:meth:`RowLedger.write_acknowledged` for the other occasions)."""
+ACKNOWLEDGED_BLOCK = 20_000
+"""Acknowledged pairs held in memory (about 75 bytes each) before they join the others on
+disk (see :meth:`RowLedger.write_acknowledged`)."""
+ACKNOWLEDGED_RANGE = 100_000
+"""About how many acknowledged pairs one range of their write holds in memory."""
+_ACK_BYTES = KEY_BYTES + 1 + 32
+"""An acknowledged pair as held: list key, 1 if added or 0 if removed, digest."""
+_ADDED, _REMOVED = b"\x01", b"\x00"
+
+
+def _list_and_kind(acknowledged: bytes) -> tuple[bytes, int]:
+    return acknowledged[:KEY_BYTES], acknowledged[KEY_BYTES]
+
 
 # Statement parameters per IN (...) list: far below both backends' limits. Only "?"
 # placeholders are ever formatted into SQL (hence the S608 waivers).
@@ -111,10 +121,8 @@ class RowLedger:
         self._acknowledged_lock = threading.Lock()
         self._writing = threading.Lock()
         """Held by the one thread writing acknowledgements (taken before the ledger's)."""
-        self._acknowledged: dict[tuple[int, bool], list[bytes]] = defaultdict(list)
-        """(list key, added?) -> digests acknowledged and not yet written."""
-        self._acknowledged_count = 0
-        self._acknowledged_since = time.monotonic()
+        self._acknowledged = self._new_hold()
+        """Pairs acknowledged and not yet written, by their digest's first byte."""
         # Also when a run ends early: its acknowledgements spare the next run requests.
         ledger.before_close(self.write_acknowledged)
 
@@ -179,60 +187,61 @@ class RowLedger:
         self._acknowledge(list_key, digests, added=False)
 
     def _acknowledge(self, list_key: int, digests: Sequence[bytes], *, added: bool) -> None:
+        prefix = list_key.to_bytes(KEY_BYTES, "big") + (_ADDED if added else _REMOVED)
         with self._acknowledged_lock:
-            self._acknowledged[list_key, added].extend(digests)
-            self._acknowledged_count += len(digests)
-            full = self._acknowledged_count >= ACKNOWLEDGED_DIGESTS
-            due = full or time.monotonic() - self._acknowledged_since >= SETTLE_SECONDS
-        # One writer at a time. Due by time, the others go back to sending; with a full
-        # hold they wait for the writer and then write: a write takes longer the more it
-        # holds, and a hold that kept filling while it was written grew to about 1M
-        # acknowledgements (61 MiB, traced at 10M rows) instead of staying near the limit.
-        if due and self._writing.acquire(blocking=full):
-            try:
-                self._write_held()
-            finally:
-                self._writing.release()
+            add = self._acknowledged.add
+            for digest in digests:
+                add(prefix + digest)
+
+    @staticmethod
+    def _new_hold() -> PrefixSpill:
+        return PrefixSpill(
+            prefix_at=KEY_BYTES + 1, record_bytes=_ACK_BYTES, block_records=ACKNOWLEDGED_BLOCK
+        )
 
     def write_acknowledged(self) -> None:
-        """Settle the acknowledged pairs held so far, each list's in digest order.
+        """Settle the pairs acknowledged so far, range of digests by range, in digest order.
 
-        Held, not written per request: a request's digests are spread over the whole
-        table, so writing each request's on its own touched about one page per digest, and
-        requests of the same seconds touched the same pages again and again. Written
-        together, sorted, each page is touched once. They are written when
-        ``ACKNOWLEDGED_DIGESTS`` are held or ``SETTLE_SECONDS`` after the last write (as
-        acknowledgements arrive), before every merge pass, at every checkpoint and when
-        the ledger closes, and they join the open transaction, like every acknowledgement
-        (see :meth:`Ledger.settling`): one that a crash loses leaves its pairs uncertain,
-        and the next run sends them again, which is harmless.
+        Held, not written as they come: a request's digests are spread over the whole
+        table, so each write of acknowledgements touches about every page of it, whether it
+        carries a thousand or a million (at 10M rows, writes of 200,000 held in memory
+        rewrote the table 50 times in an initial load). So they wait on disk, in a
+        temporary file like the rows of a pass (:mod:`prefix_spill`), and are written
+        together, each page touched once: before every merge pass (which must not see a
+        settled pair still uncertain: it would mark its flip contested), at every
+        checkpoint (before the pending entries that would re-send them are dropped) and
+        when the ledger closes. They join the open transaction, like every acknowledgement
+        (see :meth:`Ledger.settling`): one that a crash loses leaves its pair uncertain,
+        and the next run sends it again, which is harmless.
         """
         with self._writing:
-            self._write_held()
-
-    def _write_held(self) -> None:
-        with self._acknowledged_lock:
-            if not self._acknowledged_count:
-                return
-        sql = self.ledger.sql
-        with self.ledger.settling() as cursor:
-            # Taken only now: what arrives while waiting for the ledger is written too.
             with self._acknowledged_lock:
-                acknowledged, self._acknowledged = self._acknowledged, defaultdict(list)
-                self._acknowledged_count = 0
-                self._acknowledged_since = time.monotonic()
-            for (list_key, added), digests in sorted(acknowledged.items()):
-                digests.sort()
-                cursor.executemany(
-                    sql(
-                        "UPDATE ledger_live_members SET sent = 2 "
-                        "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows > 0"
-                        if added
-                        else "DELETE FROM ledger_live_members "
-                        "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows = 0"
-                    ),
-                    [(list_key, digest) for digest in digests],
-                )
+                if not self._acknowledged.records:
+                    return
+                held, self._acknowledged = self._acknowledged, self._new_hold()
+            try:
+                with self.ledger.settling() as cursor:
+                    for low, high in prefix_ranges(held.records, ACKNOWLEDGED_RANGE):
+                        self._write_range(cursor, sorted(held.read(low, high)))
+            finally:
+                held.close()
+
+    def _write_range(self, cursor: Any, acknowledged: list[bytes]) -> None:
+        """Write one range's sorted acknowledgements: grouped by list and kind, in order."""
+        sql = self.ledger.sql
+        for (packed_key, kind), group in groupby(acknowledged, key=_list_and_kind):
+            list_key = int.from_bytes(packed_key, "big")
+            added = kind == _ADDED[0]
+            cursor.executemany(
+                sql(
+                    "UPDATE ledger_live_members SET sent = 2 "
+                    "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows > 0"
+                    if added
+                    else "DELETE FROM ledger_live_members "
+                    "WHERE list_key = ? AND hash = ? AND sent = 1 AND live_rows = 0"
+                ),
+                [(list_key, pair[KEY_BYTES + 1 :]) for pair in group],
+            )
 
     # Pending batches -----------------------------------------------------------------
 
