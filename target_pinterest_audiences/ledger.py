@@ -151,6 +151,61 @@ class LedgerVersionError(TargetError):
     """The ledger was written by a newer release: reading it could corrupt it."""
 
 
+class LedgerError(TargetError):
+    """The ledger cannot be used now: its disk is full, an I/O error, no connection."""
+
+
+_SQLITE_FAILURES = (
+    "SQLITE_FULL",
+    "SQLITE_IOERR",
+    "SQLITE_CANTOPEN",
+    "SQLITE_READONLY",
+    "SQLITE_BUSY",
+    "SQLITE_LOCKED",
+    "SQLITE_CORRUPT",
+    "SQLITE_NOTADB",
+    "SQLITE_PERM",
+)
+"""SQLite result codes (and their extended forms) that say the file or its disk failed,
+not the statement: those become a :class:`LedgerError`, the rest stay bugs."""
+
+
+def _sqlite_failure(exc: BaseException) -> bool:
+    name = getattr(exc, "sqlite_errorname", "") or ""
+    return isinstance(exc, sqlite3.DatabaseError) and name.startswith(_SQLITE_FAILURES)
+
+
+def _sqlite_open_failure(exc: BaseException) -> bool:
+    return isinstance(exc, OSError) or _sqlite_failure(exc)  # OSError: making its folder
+
+
+@contextmanager
+def _explained(
+    description: str, is_failure: Callable[[BaseException], bool], advice: str
+) -> Iterator[None]:
+    """A failure of the ledger's storage inside becomes a :class:`LedgerError` that says
+    which ledger, what failed and what to do, instead of a traceback."""
+    try:
+        yield
+    except LedgerError:
+        raise
+    except Exception as exc:
+        if not is_failure(exc):
+            raise
+        reason = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()[0]
+        code = getattr(exc, "sqlite_errorname", None)
+        if code:
+            reason += f" ({code})"
+        if "full" in reason.lower() or "no space" in reason.lower():
+            advice = "Free space on its disk (or move it to a disk with room)"
+        msg = (
+            f"The {description} could not be read or written: {reason}. {advice}, then run "
+            "again: what the ledger committed stays, no STATE was emitted past the changes "
+            "it did not record, and the re-run converges."
+        )
+        raise LedgerError(msg) from exc
+
+
 class Ledger:
     """The ledger of one ad account. Thread-safe: request threads record acknowledgements.
 
@@ -160,6 +215,13 @@ class Ledger:
 
     _placeholder = "?"
     _types: dict[str, str] = {}
+
+    _advice = "Check that it can be reached and written"
+
+    @staticmethod
+    def _is_failure(exc: BaseException) -> bool:
+        """Whether ``exc`` says the ledger's storage failed (see :func:`_explained`)."""
+        return False
 
     def __init__(
         self,
@@ -178,8 +240,11 @@ class Ledger:
         self._before_close: list[Callable[[], None]] = []
         self.description = description
         self._keys: dict[str, int] = {}
-        with self._lock:
+        with self._lock, self._explained():
             self._open_schema()
+
+    def _explained(self) -> Any:
+        return _explained(self.description, self._is_failure, self._advice)
 
     @property
     def account(self) -> str:
@@ -251,7 +316,7 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """A cursor whose statements commit together (or not at all), under the lock."""
-        with self._lock:
+        with self._lock, self._explained():
             cursor = self._connection.cursor()
             try:
                 yield cursor
@@ -273,7 +338,7 @@ class Ledger:
         writes join the open transaction, which is committed by the next
         :meth:`transaction`, by :meth:`commit`, or here once ``SETTLE_SECONDS`` passed.
         """
-        with self._lock:
+        with self._lock, self._explained():
             yield self._connection.cursor()
             if time.monotonic() - self._committed_at >= SETTLE_SECONDS:
                 self._commit()
@@ -284,7 +349,7 @@ class Ledger:
 
     def commit(self) -> None:
         """Make every settled acknowledgement durable (at checkpoints and the end)."""
-        with self._lock:
+        with self._lock, self._explained():
             self._commit()
 
     # Lists --------------------------------------------------------------------------
@@ -453,40 +518,51 @@ class Ledger:
     def close(self) -> None:
         """Close the connection (a dry run's uncommitted writes are rolled back); idempotent:
         mirror and upsert mode share one ledger and each closes it."""
+        failed: LedgerError | None = None
         if not self._closed:
             # Outside the lock: a hook may wait for a thread that waits for the ledger.
-            for write in self._before_close:
-                write()
+            try:
+                for write in self._before_close:
+                    write()
+            except LedgerError as exc:  # the connection is closed all the same
+                failed = exc
         with self._lock:
             if self._closed:
                 return
             self._closed = True
-            if self._dry_run:
-                self._connection.rollback()
-            else:
-                self._connection.commit()  # settled acknowledgements
-            self._connection.close()
+            try:
+                with self._explained():
+                    if self._dry_run:
+                        self._connection.rollback()
+                    else:
+                        self._connection.commit()  # settled acknowledgements
+            finally:
+                self._connection.close()
+        if failed is not None:
+            raise failed
 
 
 class SQLiteLedger(Ledger):
     """The ledger in a local SQLite file (the default)."""
 
     _types = {"key": "INTEGER PRIMARY KEY AUTOINCREMENT", "blob": "BLOB"}
+    _is_failure = staticmethod(_sqlite_failure)
+    _advice = "Check its disk and the permissions of the file and its folder"
 
     def __init__(self, path: Path, ad_account_id: str, *, dry_run: bool = False) -> None:
-        path.parent.mkdir(parents=True, exist_ok=True)
-        connection = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
-        # WAL: readers (the diff) and the writer (acknowledgements) do not block each other;
-        # synchronous=NORMAL is durable at every checkpoint, which is what a crash test needs.
-        # Before WAL: only a new, empty file takes a page size (PAGE_BYTES).
-        connection.execute(f"PRAGMA page_size={PAGE_BYTES}")
-        connection.execute("PRAGMA journal_mode=WAL")
-        connection.execute("PRAGMA synchronous=NORMAL")
-        # A fixed page cache (CACHE_KIB): memory stays flat whatever the ledger's size.
-        connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
-        super().__init__(
-            connection, ad_account_id, description=f"SQLite ledger {path}", dry_run=dry_run
-        )
+        description = f"SQLite ledger {path}"
+        with _explained(description, _sqlite_open_failure, self._advice):
+            path.parent.mkdir(parents=True, exist_ok=True)
+            connection = sqlite3.connect(path, check_same_thread=False, isolation_level="DEFERRED")
+            # WAL: readers (the diff) and the writer (acknowledgements) do not block each
+            # other; synchronous=NORMAL is durable at every checkpoint, which is what a
+            # crash test needs. Before WAL: only a new, empty file takes a page size.
+            connection.execute(f"PRAGMA page_size={PAGE_BYTES}")
+            connection.execute("PRAGMA journal_mode=WAL")
+            connection.execute("PRAGMA synchronous=NORMAL")
+            # A fixed page cache (CACHE_KIB): memory stays flat whatever the ledger's size.
+            connection.execute(f"PRAGMA cache_size=-{CACHE_KIB}")
+        super().__init__(connection, ad_account_id, description=description, dry_run=dry_run)
 
     def _table_exists(self, table: str) -> bool:
         row = self._execute(
@@ -504,10 +580,19 @@ class PostgresLedger(Ledger):
     _placeholder = "%s"
     _types = {"key": "BIGSERIAL PRIMARY KEY", "blob": "BYTEA"}
 
+    _advice = "Check that the server is up, reachable and has room"
+
+    @staticmethod
+    def _is_failure(exc: BaseException) -> bool:
+        import psycopg
+
+        return isinstance(exc, psycopg.OperationalError)  # connection, disk full, ...
+
     def __init__(self, url: str, ad_account_id: str, *, dry_run: bool = False) -> None:
         import psycopg
 
-        connection = psycopg.connect(url)
+        with _explained("PostgreSQL ledger at ledger_url", self._is_failure, self._advice):
+            connection = psycopg.connect(url)
         host = connection.info.host
         super().__init__(
             connection,

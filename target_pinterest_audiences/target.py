@@ -468,10 +468,13 @@ class TargetPinterestAudiences(SDKSeam):
         if self.tokens is not None:
             self.tokens.close()
         self.rejects.close()
-        if self.mirror is not None:
-            self.mirror.close()
-        if self.upsert is not None:
-            self.upsert.close()
+        for mode in (self.mirror, self.upsert):
+            if mode is None:
+                continue
+            try:
+                mode.close()
+            except TargetError as exc:  # a ledger that failed may fail its last commit too
+                self.logger.warning("Closing the ledger: %s", exc)
         self.run_report.log_summary()
         if self.settings.report_path is not None:
             self.run_report.write_json(self.settings.report_path)

@@ -390,3 +390,78 @@ def test_a_full_temporary_directory_stops_the_run_clearly_and_a_rerun_converges(
     assert rerun.state_lines == [{"lsn": 1}]
     assert members_by_name(emulator) == {"vip": {sha(u) for u in users}}
     assert list(temp.iterdir()) == []  # nothing left behind by either run
+
+
+@pytest.mark.parametrize("sync_mode", ["upsert", "mirror"])
+def test_a_ledger_that_cannot_be_written_stops_the_run_clearly_and_a_rerun_converges(
+    emulator: Emulator, tmp_path: Path, sync_mode: str
+) -> None:
+    """The ledger's disk fills during the run: one message naming the ledger, the failure
+    and what to do, no traceback, no STATE; the same input run again converges. The
+    file-size limit (2 MiB) lets the ledger open and the rows' temporary file (1.5 MB)
+    be written, and stops the ledger while it takes 20,000 members (4 MB)."""
+    users = [f"l{n}@example.com" for n in range(20_000)]
+    messages: list[dict[str, Any] | str] = [
+        schema("people", "id", "email", "audience_key", key_properties=["id"])
+    ]
+    messages += [
+        record("people", id=str(n), email=u, audience_key="vip") for n, u in enumerate(users)
+    ]
+    messages.append(state({"lsn": 1}))
+    ledger = tmp_path / "ledger.sqlite3"
+    config = emulator_config(
+        emulator,
+        sync_mode=sync_mode,
+        ledger_path=str(ledger),
+        report_path=str(tmp_path / "report.json"),
+        records_per_request=1900,
+    )
+
+    full = run_target(tmp_path, config, messages, max_file_bytes=2 * 1024 * 1024)
+
+    assert full.returncode == 1
+    assert full.state_lines == []
+    assert "Traceback" not in full.stderr
+    assert f"The SQLite ledger {ledger} could not be read or written: disk I/O error" in (
+        full.stderr
+    )
+    assert "then run again" in full.stderr
+    assert json.loads((tmp_path / "report.json").read_text())["outcome"] == "failed"
+
+    rerun = run_target(tmp_path, config, messages)
+
+    assert rerun.returncode == 0, rerun.stderr
+    assert rerun.state_lines == [{"lsn": 1}]
+    assert members_by_name(emulator) == {"vip": {sha(u) for u in users}}
+
+
+def test_a_ledger_that_cannot_be_opened_is_one_clear_line_and_nothing_is_sent(
+    emulator: Emulator, tmp_path: Path
+) -> None:
+    messages = [schema("people", "id", "email", key_properties=["id"])]
+    messages += [record("people", id="1", email="a@example.com"), state({"lsn": 1})]
+    ledger = tmp_path / "ledger.sqlite3"
+    sqlite = emulator_config(emulator, sync_mode="upsert", ledger_path=str(ledger))
+    password = "ledger-password-42"
+    postgres = emulator_config(
+        emulator,
+        sync_mode="upsert",
+        ledger_url=f"postgresql://target:{password}@127.0.0.1:9/ledger",  # nobody listens
+    )
+
+    runs = {
+        "sqlite": run_target(tmp_path, sqlite, messages, max_file_bytes=256 * 1024),
+        "postgres": run_target(tmp_path, postgres, messages),
+    }
+
+    for name, run in runs.items():
+        assert run.returncode == 1, name
+        assert run.state_lines == [], name
+        assert "Traceback" not in run.stderr, name
+        assert password not in run.output, name
+    assert f"The SQLite ledger {ledger} could not be read or written: " in runs["sqlite"].stderr
+    assert "The PostgreSQL ledger at ledger_url could not be read or written: " in (
+        runs["postgres"].stderr
+    )
+    assert "Check that the server is up" in runs["postgres"].stderr
+    assert emulator.requests() == []

@@ -12,6 +12,7 @@ import pytest
 from target_pinterest_audiences.ledger import (
     PAGE_BYTES,
     Ledger,
+    LedgerError,
     MemberRange,
     PostgresLedger,
     SQLiteLedger,
@@ -174,3 +175,18 @@ def test_diff_compares_a_group_of_ledger_rows_with_the_snapshot(
     ledger_rows: MemberRange, present: set[bytes], expected: Difference
 ) -> None:
     assert diff(ledger_rows, present) == expected
+
+
+def test_a_failing_disk_is_a_ledger_error_and_a_bad_statement_stays_a_bug(
+    tmp_path: Path,
+) -> None:
+    """Only failures of the ledger's storage become the user-facing LedgerError; an SQL
+    mistake (SQLITE_ERROR) is a bug and must surface as one."""
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", ACCOUNT)
+    with pytest.raises(sqlite3.OperationalError), ledger.transaction() as cursor:
+        cursor.execute("SELEC 1")
+    ledger.close()
+
+    (tmp_path / "not-a-ledger.sqlite3").write_bytes(b"plain text, not a database" * 100)
+    with pytest.raises(LedgerError, match=r"could not be read or written: .*SQLITE_NOTADB"):
+        SQLiteLedger(tmp_path / "not-a-ledger.sqlite3", ACCOUNT)
