@@ -234,6 +234,19 @@ class Uploader:
             self._pending_total = 0
             self._queued = 0
 
+    def room(self) -> int:
+        """About how many identifiers :meth:`change` takes now without waiting for a slot.
+
+        For a caller with more to hand over that has other work meanwhile (upsert mode
+        reading its next pass). One slot is kept back for a request that a partial set
+        of the same list completes.
+        """
+        if self._executor is None:  # a dry run never waits
+            return 1 << 62
+        with self._cond:
+            free = self._max_inflight - self._inflight_total - self._queued
+        return max(0, free - 1) * self._records_per_request
+
     def list_ids(self) -> dict[str, str]:
         """Audience name -> customer list id, for every list written or found this run."""
         return {s.name: s.list_id for s in self._audiences.values() if s.list_id is not None}

@@ -74,6 +74,45 @@ class Sender(Protocol):
     def list_ids(self) -> dict[str, str]:
         """Audience -> list id of every list written or found this run."""
 
+    def room(self) -> int:
+        """About how many identifiers :meth:`change` takes now without waiting."""
+
+
+FEED_EVERY = 1024
+"""Records read between two looks at whether the uploader can take more of the last
+pass's flips (a look is cheap; the uploader's free request slots decide how much)."""
+
+
+class _HandOver:
+    """A committed pass's flips, handed to the uploader a part at a time.
+
+    Handing a pass's flips over at once held the reading until all but the last few of
+    its requests had left, at the pace Pinterest allows (about 6 s per 1M identifiers):
+    most of a first load's requests then waited for the reading, and the reading for them.
+    """
+
+    def __init__(self, flips: Flips) -> None:
+        self.flips = flips
+        self.left = dict(flips.per_list)
+        """List key -> flipped identifiers not handed over yet."""
+        self._changes = flips.changes(CHUNK_ROWS)
+        self._chunk: tuple[int, bool, list[bytes]] | None = None
+
+    def take(self, limit: int | None) -> tuple[int, bool, list[bytes]] | None:
+        """Up to ``limit`` (None: a whole chunk) digests of one list and kind; None at the end."""
+        if self._chunk is None:
+            self._chunk = next(self._changes, None)
+            if self._chunk is None:
+                return None
+        list_key, member, digests = self._chunk
+        if limit is None or limit >= len(digests):
+            self._chunk = None
+        else:
+            self._chunk = (list_key, member, digests[limit:])
+            digests = digests[:limit]
+        self.left[list_key] -= len(digests)
+        return list_key, member, digests
+
 
 class UpsertSync:
     """Applies one run's keyed rows to the row ledger and sends what changes on Pinterest."""
@@ -102,6 +141,8 @@ class UpsertSync:
         self._rows_deleted: dict[bytes, int] = defaultdict(int)
         """Packed list key -> rows deleted from that audience this run."""
         self._key_bytes: dict[str, bytes] = {}
+        self._handing: _HandOver | None = None
+        """The last pass's flips not handed to the uploader yet (while the next is read)."""
 
     def attach(self, uploader: Sender, modes: AudienceModes | None = None) -> None:
         """The uploader that sends this mode's changes (built after the ledger)."""
@@ -131,7 +172,9 @@ class UpsertSync:
         spilled = self._spilled
         spilled.add(spilled_row(row_id, blob, deleted=deleted))
         if spilled.records >= self._batch_rows:
-            self.apply()
+            self._next_pass()
+        elif self._handing is not None and not spilled.records % FEED_EVERY:
+            self._feed(wait=False)
 
     def _new_key(self, audience: str) -> bytes:
         key = self.rows.list_key(audience)
@@ -142,21 +185,29 @@ class UpsertSync:
     # Merging a pass ------------------------------------------------------------------
 
     def apply(self) -> None:
-        """Merge the gathered rows with the ledger and hand the changes to the uploader.
+        """Merge the gathered rows with the ledger and hand every change to the uploader.
 
-        Called when a pass is full, and before every flush (checkpoint, end of input,
-        a stop after bad input or a signal), so nothing read is left unmerged.
+        Called before every flush (checkpoint, end of input, a stop after bad input or a
+        signal), so nothing read is left unmerged or unsent.
+        """
+        self._next_pass()
+        self._feed(wait=True)
+
+    def _next_pass(self) -> None:
+        """Merge the rows gathered so far; their flips start going to the uploader.
+
+        The last pass's flips are all handed over first: a pass that flips a pair again
+        must find the earlier flip's request already with the uploader, which keeps the
+        last change of a user.
         """
         if not self._recovered:
             self._recovered = True
             self._recover()
+        self._feed(wait=True)
         if not self._spilled.records:
             return
-        flips = self._merge()
-        try:
-            self._hand_over(flips)
-        finally:
-            flips.close()
+        self._handing = _HandOver(self._merge())
+        self._feed(wait=False)
 
     def _merge(self) -> Flips:
         """Commit this pass's rows to the ledger; return what flipped."""
@@ -170,19 +221,34 @@ class UpsertSync:
 
     # Sending -------------------------------------------------------------------------
 
-    def _hand_over(self, flips: Flips) -> None:
-        """Hand a committed pass's flips to the uploader, list by list, in chunks.
+    def _feed(self, *, wait: bool) -> None:
+        """Hand the last pass's flips to the uploader: all (``wait``), or what it takes now.
 
         Whatever is not handed over when that fails is counted as failed (see _send).
         """
-        left = dict(flips.per_list)
+        handing = self._handing
+        if handing is None:
+            return
         try:
-            for list_key, member, digests in flips.changes(CHUNK_ROWS):
-                left[list_key] -= len(digests)
+            while True:
+                room = None if wait or self._uploader is None else self._uploader.room()
+                if room == 0:
+                    return  # the rest at the next look
+                taken = handing.take(room)
+                if taken is None:
+                    break
+                list_key, member, digests = taken
                 self._send({list_key: digests}, member=member)
         except BaseException:
-            self._count_failed(left)
+            self._count_failed(handing.left)
+            self._end_hand_over()
             raise
+        self._end_hand_over()  # all handed over
+
+    def _end_hand_over(self) -> None:
+        if self._handing is not None:
+            self._handing.flips.close()
+            self._handing = None
 
     def _send(self, pairs: dict[int, list[bytes]], *, member: bool) -> None:
         """Hand flipped pairs to the uploader, after checking each list once per run.
@@ -319,8 +385,12 @@ class UpsertSync:
 
         They are merged into the ledger like any pass, so their flips are pending and the
         next run sends them, and each identifier whose change is thereby left unsent is
-        counted as failed: a failed run never reports fewer failures than it had.
+        counted as failed: a failed run never reports fewer failures than it had. So is
+        what the last pass flipped and did not hand over yet (pending in the ledger too).
         """
+        if self._handing is not None and not self._dry_run:
+            self._count_failed(self._handing.left)
+        self._end_hand_over()
         if not self._spilled.records or self._dry_run:
             return
         flips = self._merge()
@@ -330,6 +400,7 @@ class UpsertSync:
             flips.close()
 
     def close(self) -> None:
-        """Close the ledger (a dry run's writes are rolled back) and delete the spill."""
+        """Close the ledger (a dry run's writes are rolled back) and delete the spills."""
+        self._end_hand_over()
         self._spilled.close()
         self.rows.ledger.close()

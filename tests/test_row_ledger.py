@@ -66,6 +66,9 @@ class FakePinterest:
     def list_ids(self) -> dict[str, str]:
         return dict(self.ids)
 
+    def room(self) -> int:
+        return 1 << 62  # takes everything at once
+
     def deliver(self, *, crash_after: int | None = None) -> None:
         """Send every queued change, acknowledging each as the uploader does; optionally
         die after N requests (the last one applied, never acknowledged)."""
@@ -700,6 +703,61 @@ def test_a_pass_that_rolls_back_counts_no_deletes(
         "rows_deleted": 1,
         "members": 0,
     }
+
+
+class Narrow(FakePinterest):
+    """An uploader whose request slots are busy: it takes ``budget`` identifiers more
+    without waiting (the test frees room as requests would complete)."""
+
+    budget = 0
+
+    def change(self, audience: str, hashes: Iterable[str], member: bool) -> None:
+        hashes = list(hashes)
+        self.budget = max(0, self.budget - len(hashes))
+        super().change(audience, hashes, member)
+
+    def room(self) -> int:
+        return self.budget
+
+    def queued(self) -> int:
+        return sum(len(hashes) for _, hashes, _ in self.queue)
+
+
+def test_a_pass_is_handed_over_while_the_next_one_is_read(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Its requests then leave while the reading goes on, instead of holding it up."""
+    monkeypatch.setattr(upsert, "FEED_EVERY", 1)
+    pinterest = Narrow()
+    run = Run(open_ledger(), pinterest, batch_rows=4)
+    handed = []
+    for n in range(8):
+        pinterest.budget = 1  # a request completed meanwhile
+        run.rows((row(n), ["vip"], [f"user{n}"]))
+        handed.append(pinterest.queued())
+    # Pass 1 at the 4th row: one now, one per row read after it, all before pass 2.
+    assert handed == [0, 0, 0, 1, 2, 3, 4, 5]
+    run.upsert.apply()  # before a flush: everything
+    assert pinterest.queued() == 8
+    run.finish()
+    assert pinterest.members() == expect(vip=[f"user{n}" for n in range(8)])
+
+
+def test_flips_not_handed_over_when_the_run_stops_are_failed_and_sent_next_run(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(upsert, "FEED_EVERY", 1)
+    narrow = Narrow()
+    narrow.budget = 1
+    run = Run(open_ledger(), narrow, batch_rows=4)
+    run.rows(*[(row(n), ["vip"], [f"user{n}"]) for n in range(4)])  # pass 1: 1 handed over
+    run.upsert.abandon()  # the run stops (its uploader's requests never acknowledged)
+    assert run.upsert._report.audience("vip").failed == 3  # the other one is the uploader's
+    run.upsert.close()
+
+    pinterest = FakePinterest()
+    Run(open_ledger(), pinterest).finish()
+    assert pinterest.members() == expect(vip=[f"user{n}" for n in range(4)])
 
 
 def test_in_lists_have_few_lengths_and_lose_nothing() -> None:
