@@ -179,6 +179,15 @@ def _sqlite_open_failure(exc: BaseException) -> bool:
     return isinstance(exc, OSError) or _sqlite_failure(exc)  # OSError: making its folder
 
 
+_SQLITE_ADVICE = {
+    "SQLITE_CORRUPT": "It is damaged: restore it from a backup or move it away",
+    "SQLITE_NOTADB": "It is not a ledger: check ledger_path, or move the file away",
+    "SQLITE_BUSY": "Another process holds it: run one sync per ledger at a time",
+    "SQLITE_LOCKED": "Another process holds it: run one sync per ledger at a time",
+}
+"""Advice for SQLite failures that more disk or permissions would not fix."""
+
+
 @contextmanager
 def _explained(
     description: str, is_failure: Callable[[BaseException], bool], advice: str
@@ -192,16 +201,21 @@ def _explained(
     except Exception as exc:
         if not is_failure(exc):
             raise
-        reason = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()[0]
+        lines = (getattr(exc, "strerror", None) or str(exc)).strip().splitlines()
+        reason = lines[0] if lines else type(exc).__name__
         code = getattr(exc, "sqlite_errorname", None)
         if code:
             reason += f" ({code})"
+            advice = next(
+                (text for prefix, text in _SQLITE_ADVICE.items() if code.startswith(prefix)),
+                advice,
+            )
         if "full" in reason.lower() or "no space" in reason.lower():
             advice = "Free space on its disk (or move it to a disk with room)"
         msg = (
             f"The {description} could not be read or written: {reason}. {advice}, then run "
-            "again: what the ledger committed stays, no STATE was emitted past the changes "
-            "it did not record, and the re-run converges."
+            "again: what the ledger committed stays, and no STATE was emitted past the "
+            "changes it did not record."
         )
         raise LedgerError(msg) from exc
 
@@ -356,7 +370,7 @@ class Ledger:
 
     def _existing_key(self, audience: str) -> int | None:
         """The audience's key if the ledger knows it; reads never create rows."""
-        with self._lock:
+        with self._lock, self._explained():
             key = self._keys.get(audience)
             if key is None:
                 row = self._execute(
@@ -372,7 +386,7 @@ class Ledger:
         key = self._keys.get(audience)  # per record in upsert mode: no lock once known
         if key is not None:
             return key
-        with self._lock:
+        with self._lock, self._explained():
             key = self._existing_key(audience)
             if key is not None:
                 return key
@@ -391,7 +405,7 @@ class Ledger:
 
     def list_id(self, audience: str) -> str | None:
         """The customer list id the ledger's rows for ``audience`` belong to."""
-        with self._lock:
+        with self._lock, self._explained():
             row = self._execute(
                 "SELECT list_id FROM ledger_lists WHERE ad_account_id = ? AND audience = ?",
                 (self._account, audience),
@@ -401,7 +415,7 @@ class Ledger:
     def set_list_id(self, audience: str, list_id: str | None) -> None:
         """Record which list the rows describe; a different list means the rows are void."""
         key = self.audience_key(audience)
-        with self._lock:
+        with self._lock, self._explained():
             current = self.list_id(audience)
             if current is not None and current != list_id:
                 self._execute("DELETE FROM ledger_members WHERE list_key = ?", (key,))
@@ -411,21 +425,21 @@ class Ledger:
     def record_list_id(self, audience: str, list_id: str) -> None:
         """A list was created (or found) for ``audience``: the ledger's rows describe it."""
         key = self.audience_key(audience)
-        with self._lock:
+        with self._lock, self._explained():
             self._execute("UPDATE ledger_lists SET list_id = ? WHERE list_key = ?", (list_id, key))
             self._commit()
 
     def forget(self, audience: str) -> None:
         """The audience has no list on Pinterest: drop its rows and its list id."""
         key = self.audience_key(audience)
-        with self._lock:
+        with self._lock, self._explained():
             self._execute("DELETE FROM ledger_members WHERE list_key = ?", (key,))
             self._execute("UPDATE ledger_lists SET list_id = NULL WHERE list_key = ?", (key,))
             self._commit()
 
     def stream_audiences(self, stream: str) -> set[str]:
         """Audiences a stream has fed in earlier mirror runs (what it covers)."""
-        with self._lock:
+        with self._lock, self._explained():
             rows = self._execute(
                 "SELECT audience FROM ledger_streams WHERE ad_account_id = ? AND stream = ?",
                 (self._account, stream),
@@ -434,7 +448,7 @@ class Ledger:
 
     def add_stream_audiences(self, stream: str, audiences: Iterable[str]) -> None:
         """Remember that ``stream`` covers ``audiences`` from now on."""
-        with self._lock:
+        with self._lock, self._explained():
             cursor = self._connection.cursor()
             cursor.executemany(
                 self.sql(
@@ -452,7 +466,7 @@ class Ledger:
         key = self._existing_key(audience)
         if key is None:
             return 0, 0
-        with self._lock:
+        with self._lock, self._explained():
             row = self._execute(
                 "SELECT COALESCE(SUM(confirmed), 0), COUNT(*) FROM ledger_members "
                 "WHERE list_key = ?",
@@ -478,7 +492,7 @@ class Ledger:
             where += " AND hash < ?"
             params += (bytes([high]),)
         select = f"SELECT hash FROM ledger_members WHERE {where}"  # noqa: S608
-        with self._lock:
+        with self._lock, self._explained():
             rows = set(map(_FIRST, self._execute(select, params)))
             uncertain = set(map(_FIRST, self._execute(f"{select} AND confirmed = 0", params)))
         if rows and type(next(iter(rows))) is not bytes:  # a driver's memoryview
@@ -491,7 +505,7 @@ class Ledger:
 
     def confirm_added(self, audience: str, list_id: str, hashes: Sequence[str]) -> None:
         """After an acknowledged ADD (or list creation): these are members of ``list_id``."""
-        with self._lock:
+        with self._lock, self._explained():
             if self.list_id(audience) != list_id:
                 # A list created this run: its uncertain rows (marked before the create
                 # request) belong to it, so the id is set without voiding them.
@@ -518,13 +532,13 @@ class Ledger:
     def close(self) -> None:
         """Close the connection (a dry run's uncommitted writes are rolled back); idempotent:
         mirror and upsert mode share one ledger and each closes it."""
-        failed: LedgerError | None = None
+        failed: Exception | None = None
         if not self._closed:
             # Outside the lock: a hook may wait for a thread that waits for the ledger.
             try:
                 for write in self._before_close:
                     write()
-            except LedgerError as exc:  # the connection is closed all the same
+            except Exception as exc:  # the connection is closed all the same
                 failed = exc
         with self._lock:
             if self._closed:
@@ -586,7 +600,13 @@ class PostgresLedger(Ledger):
     def _is_failure(exc: BaseException) -> bool:
         import psycopg
 
-        return isinstance(exc, psycopg.OperationalError)  # connection, disk full, ...
+        if not isinstance(exc, psycopg.OperationalError):
+            return False
+        state = getattr(exc, "sqlstate", None)
+        # No SQLSTATE: the connection failed or was lost. 08 connection exceptions, 53
+        # insufficient resources (disk full, out of memory), 57 operator intervention
+        # (shutdown; not 57014, a cancelled statement), 58 system errors (I/O).
+        return state is None or (state[:2] in {"08", "53", "57", "58"} and state != "57014")
 
     def __init__(self, url: str, ad_account_id: str, *, dry_run: bool = False) -> None:
         import psycopg

@@ -28,7 +28,8 @@ from target_pinterest_audiences.snapshot import PREFIXES as PREFIXES  # re-expor
 from target_pinterest_audiences.snapshot import prefix_groups
 
 _LENGTH = struct.Struct(">I")
-_WHAT = "upsert mode's temporary file (rows wait there for their merge, about 70 bytes each)"
+ROWS = "upsert mode's rows waiting for their merge (about 70 bytes each)"
+"""What a spill holds, for the message when it cannot be written (see ``what``)."""
 
 
 class PrefixSpill:
@@ -39,8 +40,14 @@ class PrefixSpill:
     """
 
     def __init__(
-        self, *, prefix_at: int, record_bytes: int | None = None, block_records: int = 100_000
+        self,
+        *,
+        prefix_at: int,
+        record_bytes: int | None = None,
+        block_records: int = 100_000,
+        what: str = ROWS,
     ) -> None:
+        self._what = what
         self._prefix_at = prefix_at
         self._record_bytes = record_bytes
         self._block_records = block_records
@@ -79,7 +86,7 @@ class PrefixSpill:
             data = b"".join(part for record in buffer for part in (length(len(record)), record))
         else:
             data = b"".join(buffer)
-        with scratch.writing(_WHAT):
+        with scratch.writing(self._what):
             if self._file is None:
                 # Scratch data, rebuilt from the input by any re-run: never synced.
                 self._file = tempfile.TemporaryFile(prefix="target-pinterest-audiences-spill-")  # noqa: SIM115

@@ -35,6 +35,7 @@ from dataclasses import dataclass
 from itertools import groupby
 from typing import Any
 
+from target_pinterest_audiences.errors import ScratchSpaceError
 from target_pinterest_audiences.ledger import Ledger
 from target_pinterest_audiences.prefix_spill import PrefixSpill, prefix_ranges
 
@@ -119,10 +120,10 @@ class RowLedger:
         self.ledger = ledger
         self._audiences: dict[int, str] = {}
         self._acknowledged_lock = threading.Lock()
-        self._writing = threading.Lock()
-        """Held by the one thread writing acknowledgements (taken before the ledger's)."""
         self._acknowledged = self._new_hold()
         """Pairs acknowledged and not yet written, by their digest's first byte."""
+        self._hold_failed: ScratchSpaceError | None = None
+        """Why the hold could not take acknowledgements (raised by the next write)."""
         # Also when a run ends early: its acknowledgements spare the next run requests.
         ledger.before_close(self.write_acknowledged)
 
@@ -190,13 +191,22 @@ class RowLedger:
         prefix = list_key.to_bytes(KEY_BYTES, "big") + (_ADDED if added else _REMOVED)
         with self._acknowledged_lock:
             add = self._acknowledged.add
-            for digest in digests:
-                add(prefix + digest)
+            try:
+                for digest in digests:
+                    add(prefix + digest)
+            except ScratchSpaceError as exc:
+                # Not the request's failure (Pinterest has it): the main thread raises it
+                # at the next write. The block lost is pairs left uncertain, sent again
+                # by the next run.
+                self._hold_failed = self._hold_failed or exc
 
     @staticmethod
     def _new_hold() -> PrefixSpill:
         return PrefixSpill(
-            prefix_at=KEY_BYTES + 1, record_bytes=_ACK_BYTES, block_records=ACKNOWLEDGED_BLOCK
+            prefix_at=KEY_BYTES + 1,
+            record_bytes=_ACK_BYTES,
+            block_records=ACKNOWLEDGED_BLOCK,
+            what="upsert mode's acknowledged identifiers (37 bytes each)",
         )
 
     def write_acknowledged(self) -> None:
@@ -214,17 +224,19 @@ class RowLedger:
         (see :meth:`Ledger.settling`): one that a crash loses leaves its pair uncertain,
         and the next run sends it again, which is harmless.
         """
-        with self._writing:
-            with self._acknowledged_lock:
-                if not self._acknowledged.records:
-                    return
-                held, self._acknowledged = self._acknowledged, self._new_hold()
-            try:
-                with self.ledger.settling() as cursor:
-                    for low, high in prefix_ranges(held.records, ACKNOWLEDGED_RANGE):
-                        self._write_range(cursor, sorted(held.read(low, high)))
-            finally:
-                held.close()
+        with self._acknowledged_lock:
+            failed, self._hold_failed = self._hold_failed, None
+            if failed is not None:
+                raise failed
+            if not self._acknowledged.records:
+                return
+            held, self._acknowledged = self._acknowledged, self._new_hold()
+        try:
+            with self.ledger.settling() as cursor:
+                for low, high in prefix_ranges(held.records, ACKNOWLEDGED_RANGE):
+                    self._write_range(cursor, sorted(held.read(low, high)))
+        finally:
+            held.close()
 
     def _write_range(self, cursor: Any, acknowledged: list[bytes]) -> None:
         """Write one range's sorted acknowledgements: grouped by list and kind, in order."""

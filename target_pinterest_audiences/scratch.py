@@ -27,7 +27,7 @@ import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager
 from pathlib import Path
-from typing import IO
+from typing import IO, Any
 
 from target_pinterest_audiences.errors import ScratchSpaceError
 
@@ -65,7 +65,7 @@ class ScratchDirectory:
 
 
 def _remove(path: Path, lock: IO[str]) -> None:
-    lock.close()
+    close_quietly(lock)  # on a full disk its pid may not have been written: close fails
     shutil.rmtree(path, ignore_errors=True)
 
 
@@ -137,7 +137,7 @@ def writing(what: str) -> Iterator[None]:
         raise ScratchSpaceError(msg) from exc
 
 
-def close_quietly(file: IO[bytes]) -> None:
+def close_quietly(file: IO[Any]) -> None:
     """Close a scratch file whose data is no longer wanted, even after a failed write.
 
     Closing flushes the buffer, and after a write failed (full disk) it still holds the

@@ -474,7 +474,11 @@ class TargetPinterestAudiences(SDKSeam):
             try:
                 mode.close()
             except TargetError as exc:  # a ledger that failed may fail its last commit too
-                self.logger.warning("Closing the ledger: %s", exc)
+                self.logger.warning(
+                    "The ledger's last write failed (the next run sends again what it did "
+                    "not record): %s",
+                    exc.__cause__ or exc,
+                )
         self.run_report.log_summary()
         if self.settings.report_path is not None:
             self.run_report.write_json(self.settings.report_path)

@@ -222,7 +222,8 @@ class UpsertSync:
     # Sending -------------------------------------------------------------------------
 
     def _feed(self, *, wait: bool) -> None:
-        """Hand the last pass's flips to the uploader: all (``wait``), or what it takes now.
+        """Hand the last pass's flips to the uploader: all (``wait``), or as much as its free
+        request slots take (a list's first look-up on Pinterest may still wait).
 
         Whatever is not handed over when that fails is counted as failed (see _send).
         """

@@ -77,7 +77,9 @@ class Flips:
 
     requests: PrefixSpill = field(
         # Read back whole, in the order spilled: the prefix (a list key's top byte) is moot.
-        default_factory=lambda: PrefixSpill(prefix_at=0, record_bytes=_SEND_BYTES)
+        default_factory=lambda: PrefixSpill(
+            prefix_at=0, record_bytes=_SEND_BYTES, what="upsert mode's identifier changes to send"
+        )
     )
     per_list: dict[int, int] = field(default_factory=lambda: defaultdict(int))
     """List key -> identifiers to add or remove in it."""
@@ -130,10 +132,14 @@ def merge_pass(
 
     ``touched`` (list keys whose pairs changed) is updated for the run's report.
     """
-    # Settled pairs held in memory first: a pass that saw them still uncertain would mark
+    # Acknowledged pairs written first: a pass that saw them still uncertain would mark
     # their flips contested, which only a checkpoint settles.
     rows.write_acknowledged()
-    pair_changes = PrefixSpill(prefix_at=KEY_BYTES, record_bytes=_PAIR_DELTA_BYTES)
+    pair_changes = PrefixSpill(
+        prefix_at=KEY_BYTES,
+        record_bytes=_PAIR_DELTA_BYTES,
+        what="upsert mode's changes of live counts in a merge pass",
+    )
     flips = Flips()
     totals = _Totals()
     try:

@@ -190,3 +190,71 @@ def test_a_failing_disk_is_a_ledger_error_and_a_bad_statement_stays_a_bug(
     (tmp_path / "not-a-ledger.sqlite3").write_bytes(b"plain text, not a database" * 100)
     with pytest.raises(LedgerError, match=r"could not be read or written: .*SQLITE_NOTADB"):
         SQLiteLedger(tmp_path / "not-a-ledger.sqlite3", ACCOUNT)
+
+
+class FullDiskConnection:
+    """A SQLite connection whose disk is full: every statement and commit fails so."""
+
+    @staticmethod
+    def _fail(*args: object) -> None:
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorname = "SQLITE_FULL"
+        raise exc
+
+    def cursor(self) -> FullDiskConnection:
+        return self
+
+    execute = executemany = fetchone = fetchall = commit = _fail
+
+    def rollback(self) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+@pytest.mark.parametrize(
+    "call",
+    [
+        lambda ledger: ledger.audience_key("new audience"),
+        lambda ledger: ledger.list_id("vip"),
+        lambda ledger: ledger.set_list_id("vip", "1"),
+        lambda ledger: ledger.record_list_id("vip", "1"),
+        lambda ledger: ledger.forget("vip"),
+        lambda ledger: ledger.stream_audiences("people"),
+        lambda ledger: ledger.add_stream_audiences("people", ["vip"]),
+        lambda ledger: ledger.counts("vip"),
+        lambda ledger: ledger.members_between("vip", 0, 256),
+        lambda ledger: ledger.mark_uncertain("vip", [h(1)]),
+        lambda ledger: ledger.confirm_added("vip", "1", [h(1)]),
+        lambda ledger: ledger.confirm_removed("vip", [h(1)]),
+        lambda ledger: ledger.commit(),
+        lambda ledger: ledger.close(),
+    ],
+)
+def test_every_way_into_the_ledger_reports_a_full_disk_clearly(
+    tmp_path: Path, call: Callable[[Ledger], object]
+) -> None:
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", ACCOUNT)
+    ledger.audience_key("vip")  # known: no look-up needed for it
+    real = ledger._connection  # the one reach inside: its disk fills up
+    ledger._connection = FullDiskConnection()
+    try:
+        with pytest.raises(LedgerError, match=r"disk is full \(SQLITE_FULL\)\. Free space"):
+            call(ledger)
+    finally:
+        real.close()
+
+
+def test_closing_closes_the_connection_even_when_a_held_write_fails(tmp_path: Path) -> None:
+    ledger = SQLiteLedger(tmp_path / "ledger.sqlite3", ACCOUNT)
+
+    def held_write() -> None:
+        raise RuntimeError("the held write failed")
+
+    ledger.before_close(held_write)
+    with pytest.raises(RuntimeError, match="held write"):
+        ledger.close()
+    with pytest.raises(sqlite3.ProgrammingError):
+        ledger._connection.cursor()  # closed
+    ledger.close()  # and closing again is quiet

@@ -8,9 +8,11 @@ the upstream table says the lists should hold.
 
 from __future__ import annotations
 
+import errno
 import hashlib
 import random
 import sqlite3
+import tempfile
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
@@ -18,7 +20,11 @@ from pathlib import Path
 import pytest
 
 from target_pinterest_audiences import row_ledger, upsert, upsert_merge
-from target_pinterest_audiences.errors import PinterestAPIError, SyncFailedError
+from target_pinterest_audiences.errors import (
+    PinterestAPIError,
+    ScratchSpaceError,
+    SyncFailedError,
+)
 from target_pinterest_audiences.ledger import (
     SCHEMA_VERSION,
     Ledger,
@@ -758,6 +764,35 @@ def test_flips_not_handed_over_when_the_run_stops_are_failed_and_sent_next_run(
     pinterest = FakePinterest()
     Run(open_ledger(), pinterest).finish()
     assert pinterest.members() == expect(vip=[f"user{n}" for n in range(4)])
+
+
+def test_a_full_disk_under_the_acknowledgements_fails_the_run_not_the_request(
+    open_ledger: LedgerFactory, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Pinterest applied the request: the request thread goes on, and the main thread
+    stops the run at its next write, naming what could not be written."""
+    monkeypatch.setattr(row_ledger, "ACKNOWLEDGED_BLOCK", 1)  # each goes to disk at once
+    pinterest = FakePinterest()
+    run = Run(open_ledger(), pinterest)
+    run.rows((row(1), ["vip"], ["a"]), (row(2), ["vip"], ["b"])).upsert.apply()
+
+    def no_space(**_: object) -> None:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    with monkeypatch.context() as disk:
+        disk.setattr(tempfile, "TemporaryFile", no_space)
+        pinterest.deliver()  # the request thread's acknowledgements: no exception here
+    with pytest.raises(
+        ScratchSpaceError, match=r"acknowledged identifiers \(37 bytes each\) .*No space left"
+    ):
+        run.upsert.rows.write_acknowledged()
+
+    assert sent_states(run.upsert.rows.ledger) == [1, 1]  # uncertain: the next run re-sends
+    run.upsert.rows.write_acknowledged()  # the failure was reported once
+    pinterest.queue.clear()
+    rerun = FakePinterest()
+    Run(open_ledger(), rerun).finish()
+    assert rerun.members() == expect(vip=["a", "b"])
 
 
 def test_in_lists_have_few_lengths_and_lose_nothing() -> None:
