@@ -53,7 +53,7 @@ Pair = tuple[int, bytes]
 ACKNOWLEDGED_BLOCK = 20_000
 """Acknowledged pairs held in memory (about 75 bytes each) before they join the others on
 disk (see :meth:`RowLedger.write_acknowledged`)."""
-ACKNOWLEDGED_RANGE = 100_000
+ACKNOWLEDGED_RANGE = 25_000
 """About how many acknowledged pairs one range of their write holds in memory."""
 _ACK_BYTES = KEY_BYTES + 1 + 32
 """An acknowledged pair as held: list key, 1 if added or 0 if removed, digest."""
