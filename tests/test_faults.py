@@ -337,6 +337,19 @@ def test_without_the_store_a_rotated_refresh_token_is_lost(
     assert "token_store_path" in second.stderr  # the advice says how to avoid this
 
 
+def keyed_people(count: int) -> tuple[list[str], list[dict[str, Any] | str]]:
+    """``count`` users, one keyed row each in audience ``vip``, then a STATE."""
+    users = [f"p{n}@example.com" for n in range(count)]
+    messages: list[dict[str, Any] | str] = [
+        schema("people", "id", "email", "audience_key", key_properties=["id"])
+    ]
+    messages += [
+        record("people", id=str(n), email=u, audience_key="vip") for n, u in enumerate(users)
+    ]
+    messages.append(state({"lsn": 1}))
+    return users, messages
+
+
 @pytest.mark.parametrize("sync_mode", ["upsert", "mirror"])
 def test_a_full_temporary_directory_stops_the_run_clearly_and_a_rerun_converges(
     emulator: Emulator, tmp_path: Path, sync_mode: str
@@ -347,17 +360,10 @@ def test_a_full_temporary_directory_stops_the_run_clearly_and_a_rerun_converges(
 
     A file-size limit stands in for the full disk (the same OSError on write, for any user,
     without mounting one): 2 MiB lets the ledger open (its first writes stay under it) and
-    refuses the temporary file of 120,000 rows (upsert mode: the first block of 100,000
-    rows, 7 MB, written while reading; mirror mode: the 4 MB snapshot, before its merge).
+    refuses the temporary file of 120,000 rows (upsert mode: 8.8 MB of rows spilled in
+    blocks of 25,000 while reading; mirror mode: the 4 MB snapshot, before its merge).
     """
-    users = [f"t{n}@example.com" for n in range(120_000)]
-    messages: list[dict[str, Any] | str] = [
-        schema("people", "id", "email", "audience_key", key_properties=["id"])
-    ]
-    messages += [
-        record("people", id=str(n), email=u, audience_key="vip") for n, u in enumerate(users)
-    ]
-    messages.append(state({"lsn": 1}))
+    users, messages = keyed_people(120_000)
     config = emulator_config(
         emulator,
         sync_mode=sync_mode,
@@ -400,14 +406,7 @@ def test_a_ledger_that_cannot_be_written_stops_the_run_clearly_and_a_rerun_conve
     and what to do, no traceback, no STATE; the same input run again converges. The
     file-size limit (2 MiB) lets the ledger open and the rows' temporary file (1.5 MB)
     be written, and stops the ledger while it takes 20,000 members (4 MB)."""
-    users = [f"l{n}@example.com" for n in range(20_000)]
-    messages: list[dict[str, Any] | str] = [
-        schema("people", "id", "email", "audience_key", key_properties=["id"])
-    ]
-    messages += [
-        record("people", id=str(n), email=u, audience_key="vip") for n, u in enumerate(users)
-    ]
-    messages.append(state({"lsn": 1}))
+    users, messages = keyed_people(20_000)
     ledger = tmp_path / "ledger.sqlite3"
     config = emulator_config(
         emulator,
