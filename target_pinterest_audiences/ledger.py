@@ -254,8 +254,15 @@ class Ledger:
         self._before_close: list[Callable[[], None]] = []
         self.description = description
         self._keys: dict[str, int] = {}
-        with self._lock, self._explained():
+        with self._using():
             self._open_schema()
+
+    @contextmanager
+    def _using(self) -> Iterator[None]:
+        """The ledger's lock, with storage failures explained (see :func:`_explained`):
+        every read and write of the ledger goes through here."""
+        with self._lock, self._explained():
+            yield
 
     def _explained(self) -> Any:
         return _explained(self.description, self._is_failure, self._advice)
@@ -330,7 +337,7 @@ class Ledger:
     @contextmanager
     def transaction(self) -> Iterator[Any]:
         """A cursor whose statements commit together (or not at all), under the lock."""
-        with self._lock, self._explained():
+        with self._using():
             cursor = self._connection.cursor()
             try:
                 yield cursor
@@ -352,7 +359,7 @@ class Ledger:
         writes join the open transaction, which is committed by the next
         :meth:`transaction`, by :meth:`commit`, or here once ``SETTLE_SECONDS`` passed.
         """
-        with self._lock, self._explained():
+        with self._using():
             yield self._connection.cursor()
             if time.monotonic() - self._committed_at >= SETTLE_SECONDS:
                 self._commit()
@@ -363,14 +370,14 @@ class Ledger:
 
     def commit(self) -> None:
         """Make every settled acknowledgement durable (at checkpoints and the end)."""
-        with self._lock, self._explained():
+        with self._using():
             self._commit()
 
     # Lists --------------------------------------------------------------------------
 
     def _existing_key(self, audience: str) -> int | None:
         """The audience's key if the ledger knows it; reads never create rows."""
-        with self._lock, self._explained():
+        with self._using():
             key = self._keys.get(audience)
             if key is None:
                 row = self._execute(
@@ -386,7 +393,7 @@ class Ledger:
         key = self._keys.get(audience)  # per record in upsert mode: no lock once known
         if key is not None:
             return key
-        with self._lock, self._explained():
+        with self._using():
             key = self._existing_key(audience)
             if key is not None:
                 return key
@@ -405,7 +412,7 @@ class Ledger:
 
     def list_id(self, audience: str) -> str | None:
         """The customer list id the ledger's rows for ``audience`` belong to."""
-        with self._lock, self._explained():
+        with self._using():
             row = self._execute(
                 "SELECT list_id FROM ledger_lists WHERE ad_account_id = ? AND audience = ?",
                 (self._account, audience),
@@ -415,7 +422,7 @@ class Ledger:
     def set_list_id(self, audience: str, list_id: str | None) -> None:
         """Record which list the rows describe; a different list means the rows are void."""
         key = self.audience_key(audience)
-        with self._lock, self._explained():
+        with self._using():
             current = self.list_id(audience)
             if current is not None and current != list_id:
                 self._execute("DELETE FROM ledger_members WHERE list_key = ?", (key,))
@@ -425,21 +432,21 @@ class Ledger:
     def record_list_id(self, audience: str, list_id: str) -> None:
         """A list was created (or found) for ``audience``: the ledger's rows describe it."""
         key = self.audience_key(audience)
-        with self._lock, self._explained():
+        with self._using():
             self._execute("UPDATE ledger_lists SET list_id = ? WHERE list_key = ?", (list_id, key))
             self._commit()
 
     def forget(self, audience: str) -> None:
         """The audience has no list on Pinterest: drop its rows and its list id."""
         key = self.audience_key(audience)
-        with self._lock, self._explained():
+        with self._using():
             self._execute("DELETE FROM ledger_members WHERE list_key = ?", (key,))
             self._execute("UPDATE ledger_lists SET list_id = NULL WHERE list_key = ?", (key,))
             self._commit()
 
     def stream_audiences(self, stream: str) -> set[str]:
         """Audiences a stream has fed in earlier mirror runs (what it covers)."""
-        with self._lock, self._explained():
+        with self._using():
             rows = self._execute(
                 "SELECT audience FROM ledger_streams WHERE ad_account_id = ? AND stream = ?",
                 (self._account, stream),
@@ -448,7 +455,7 @@ class Ledger:
 
     def add_stream_audiences(self, stream: str, audiences: Iterable[str]) -> None:
         """Remember that ``stream`` covers ``audiences`` from now on."""
-        with self._lock, self._explained():
+        with self._using():
             cursor = self._connection.cursor()
             cursor.executemany(
                 self.sql(
@@ -466,7 +473,7 @@ class Ledger:
         key = self._existing_key(audience)
         if key is None:
             return 0, 0
-        with self._lock, self._explained():
+        with self._using():
             row = self._execute(
                 "SELECT COALESCE(SUM(confirmed), 0), COUNT(*) FROM ledger_members "
                 "WHERE list_key = ?",
@@ -492,7 +499,7 @@ class Ledger:
             where += " AND hash < ?"
             params += (bytes([high]),)
         select = f"SELECT hash FROM ledger_members WHERE {where}"  # noqa: S608
-        with self._lock, self._explained():
+        with self._using():
             rows = set(map(_FIRST, self._execute(select, params)))
             uncertain = set(map(_FIRST, self._execute(f"{select} AND confirmed = 0", params)))
         if rows and type(next(iter(rows))) is not bytes:  # a driver's memoryview
@@ -505,7 +512,7 @@ class Ledger:
 
     def confirm_added(self, audience: str, list_id: str, hashes: Sequence[str]) -> None:
         """After an acknowledged ADD (or list creation): these are members of ``list_id``."""
-        with self._lock, self._explained():
+        with self._using():
             if self.list_id(audience) != list_id:
                 # A list created this run: its uncertain rows (marked before the create
                 # request) belong to it, so the id is set without voiding them.
